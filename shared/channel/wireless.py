@@ -1,0 +1,169 @@
+"""The whole channel as three stages: transmit, propagate, receive.
+
+The trainer calls :meth:`WirelessChannel.forward`, which runs the three stages in order. The
+link splits them across processes: the channel process runs ``transmit`` and
+``propagate`` and sends a :class:`ChannelUse`; the receiver runs ``receive``. It is the same
+code in both places, drawing from the generator in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from shared.channel.awgn import awgn, snr_db_to_noise_var
+from shared.channel.binary import bsc, erasure
+from shared.channel.equalize import equalize
+from shared.channel.fading import (
+    apply_fading,
+    sample_rayleigh_block,
+    sample_rayleigh_fast,
+    sample_rician_block,
+)
+from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
+from shared.channel.power import complex_to_real, normalize_power, real_to_complex
+from shared.config import ChannelConfig
+
+Signalling = Literal["analog", "bits"]
+BIT_CHANNELS = ("bsc", "erasure")
+BLOCK_FADING = ("rayleigh_block", "rician_block")
+#: Amplitude per real dimension of unit-energy QPSK (two antipodal bits per symbol).
+BIT_AMPLITUDE = 1.0 / math.sqrt(2.0)
+
+
+@dataclass
+class ChannelUse:
+    """What leaves the channel for one batch of blocks.
+
+    y : [N, n] complex received symbols, or [N, L] float in {-1, 0, +1} for bit channels
+        (0 = erased)
+    noise_var : [N] float, noise variance per complex symbol (nominal SNR)
+    h : [N, 1] or [N, n] complex fading coefficients when CSI is perfect, else None
+    """
+
+    y: Tensor
+    noise_var: Tensor
+    h: Tensor | None
+
+
+class WirelessChannel(nn.Module):
+    r"""Modulation, power normalisation, channel impairment and demodulation.
+
+    Parameters
+    ----------
+    kind : 'awgn' | 'rayleigh_block' | 'rayleigh_fast' | 'rician_block' | 'bsc' | 'erasure'
+    signalling : 'analog' (real amplitudes, e.g. count-PAM) or 'bits' (binary spikes)
+    csi : 'perfect' (receiver knows h and the noise variance) or 'none'
+    equalizer : 'zf' | 'mmse', used for analog signalling with perfect CSI
+    rician_k : float, K factor (linear) of ``rician_block``
+    flip_prob, erasure_prob : float, parameters of ``bsc`` and ``erasure``
+
+    Input
+    -----
+    x : [N, L], float, real amplitudes (analog) or bits in {0, 1} (bits), L even
+    snr_db : [N], float, Es/N0 per complex symbol in dB
+    generator : torch.Generator or None
+
+    Output
+    ------
+    soft : [N, L], float, equalised amplitudes (analog) or ``E[2b-1]`` (bits)
+    snr_known_db : [N] float, the SNR the receiver may tell its decoder, or None
+    """
+
+    def __init__(self, kind: str = "awgn", signalling: Signalling = "analog",
+                 csi: str = "perfect", equalizer: str = "mmse", rician_k: float = 3.0,
+                 flip_prob: float = 0.01, erasure_prob: float = 0.01) -> None:
+        super().__init__()
+        if kind in BIT_CHANNELS and signalling != "bits":
+            raise ValueError(f"channel '{kind}' carries bits; signalling must be 'bits'")
+        self.kind = kind
+        self.signalling = signalling
+        self.csi = csi
+        self.equalizer = equalizer
+        self.rician_k = rician_k
+        self.flip_prob = flip_prob
+        self.erasure_prob = erasure_prob
+
+    @classmethod
+    def from_config(cls, cfg: ChannelConfig, signalling: Signalling) -> "WirelessChannel":
+        return cls(kind=cfg.kind, signalling=signalling, csi=cfg.csi,
+                   equalizer=cfg.equalizer, rician_k=cfg.rician_k,
+                   flip_prob=cfg.flip_prob, erasure_prob=cfg.erasure_prob)
+
+    def extra_repr(self) -> str:
+        return (f"kind={self.kind}, signalling={self.signalling}, csi={self.csi}, "
+                f"equalizer={self.equalizer}")
+
+    # ------------------------------------------------------------------ stages
+
+    def transmit(self, x: Tensor) -> Tensor:
+        """Modulate and normalise: ``[N, L]`` real to ``[N, L/2]`` complex at Es = 1.
+
+        Bit channels pass the bits through unchanged (``[N, L]`` float in {0, 1}).
+        """
+        if self.kind in BIT_CHANNELS:
+            return x
+        amplitude = bpsk(x) if self.signalling == "bits" else x
+        return normalize_power(real_to_complex(amplitude))
+
+    def propagate(self, z: Tensor, snr_db: Tensor,
+                  generator: torch.Generator | None = None) -> ChannelUse:
+        """Apply fading and noise (or bit flips / erasures) to the transmitted block."""
+        noise_var = snr_db_to_noise_var(snr_db).to(z.device)
+        if self.kind == "bsc":
+            return ChannelUse(bpsk(bsc(z, self.flip_prob, generator)), noise_var, None)
+        if self.kind == "erasure":
+            bits, erased = erasure(z, self.erasure_prob, generator)
+            return ChannelUse(bpsk(bits).masked_fill(erased, 0.0), noise_var, None)
+        h = self._sample_fading(z, generator)
+        y = awgn(z if h is None else apply_fading(z, h), noise_var, generator)
+        return ChannelUse(y, noise_var, h if self.csi == "perfect" else None)
+
+    def receive(self, use: ChannelUse) -> Tensor:
+        """Equalise or demodulate: ``[N, L]`` float soft values for the decoder."""
+        if self.kind == "bsc":
+            return use.y * (1.0 - 2.0 * self.flip_prob)
+        if self.kind == "erasure":
+            return use.y
+        if self.signalling == "bits":
+            matched = use.y if use.h is None else use.h.conj() * use.y
+            return soft_bits(bpsk_llr(complex_to_real(matched), BIT_AMPLITUDE,
+                                      use.noise_var))
+        z_hat = use.y if use.h is None else equalize(use.y, use.h, use.noise_var,
+                                                     self.equalizer)
+        return complex_to_real(z_hat)
+
+    def snr_known_db(self, snr_db: Tensor, use: ChannelUse) -> Tensor | None:
+        """SNR given to the decoder: instantaneous for block fading, None without CSI."""
+        if self.csi != "perfect" or self.kind in BIT_CHANNELS:
+            return None
+        if self.kind in BLOCK_FADING and use.h is not None:
+            gain = use.h.real.square() + use.h.imag.square()
+            return snr_db.to(gain.device) + 10.0 * torch.log10(gain[:, 0].clamp_min(1e-12))
+        return snr_db
+
+    def forward(self, x: Tensor, snr_db: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        use = self.propagate(self.transmit(x), snr_db, generator)
+        return self.receive(use), self.snr_known_db(snr_db, use)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _sample_fading(self, z: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        batch, n = z.shape
+        if self.kind == "awgn":
+            return None
+        if self.kind == "rayleigh_block":
+            return sample_rayleigh_block(batch, generator, z.dtype, z.device)
+        if self.kind == "rayleigh_fast":
+            return sample_rayleigh_fast(batch, n, generator, z.dtype, z.device)
+        if self.kind == "rician_block":
+            return sample_rician_block(batch, self.rician_k, generator, z.dtype, z.device)
+        raise ValueError(
+            f"channel kind: got {self.kind!r}; allowed: awgn, rayleigh_block, "
+            "rayleigh_fast, rician_block, bsc, erasure"
+        )

@@ -1,0 +1,386 @@
+"""Typed, strict configuration: nested frozen dataclasses, YAML presets, dotted overrides.
+
+A configuration is built in three steps, each of which may only narrow what is allowed:
+
+1. the dataclass defaults below;
+2. a YAML file (``load_config(path)``), usually a preset from ``shared/configs/``;
+3. command-line overrides ``section.key=value`` (``--set model.time_steps=4``), each value
+   parsed as YAML.
+
+Every value is checked against its type hint and the bounds in the field's metadata. An
+unknown key, a wrong type or an out-of-range value raises :class:`ConfigError`, whose message
+names the dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is not allowed; the message names the key."""
+
+
+def _bounded(default: Any, lo: float | None = None, hi: float | None = None, *,
+             lo_open: bool = False) -> Any:
+    """A dataclass field with numeric bounds ``lo <= value <= hi`` (``lo < value`` if open)."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the stereo JSCC model (see ``shared.model.jscc``)."""
+
+    arch: str = "stereo_jscc"
+    kind: Literal["snn", "cnn"] = "snn"
+    latent: Literal["count_pam", "spike_bpsk"] = "count_pam"
+    cbr: float = _bounded(1 / 16, 0.0, 1.0, lo_open=True)
+    time_steps: int = _bounded(4, 1, 64)
+    tau: float = _bounded(2.0, 1.0, None, lo_open=True)
+    v_threshold: float = _bounded(1.0, 0.0, None, lo_open=True)
+    reset: Literal["hard", "soft"] = "hard"
+    neuron: Literal["lif", "plif"] = "lif"
+    surrogate: Literal["atan", "sigmoid", "erf"] = "atan"
+    surrogate_alpha: float = _bounded(2.0, 0.0, None, lo_open=True)
+    detach_reset: bool = True
+    share_encoder: bool = True
+    widths: tuple[int, ...] = (24, 48, 96)
+    res_blocks: tuple[int, ...] = (0, 1, 2)
+    fusion_scales: tuple[int, ...] = (2,)
+    fusion_dim: int = _bounded(32, 1, None)
+    snr_conditioning: bool = True
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """The wireless channel (conventions in ``docs/CONVENTIONS.md``)."""
+
+    kind: Literal[
+        "awgn", "rayleigh_block", "rayleigh_fast", "rician_block", "bsc", "erasure"
+    ] = "awgn"
+    snr_db: float = _bounded(10.0, -40.0, 80.0)
+    rician_k: float = _bounded(3.0, 0.0, None)
+    csi: Literal["perfect", "none"] = "perfect"
+    equalizer: Literal["zf", "mmse"] = "mmse"
+    flip_prob: float = _bounded(0.01, 0.0, 0.5)
+    erasure_prob: float = _bounded(0.01, 0.0, 1.0)
+    seed: int = _bounded(0, 0, None)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are cropped."""
+
+    root: str = ""
+    stereo: tuple[str, ...] = ("stereo",)
+    mono: tuple[str, ...] = ()
+    layout: Literal[
+        "auto", "generic", "kitti2012", "kitti2015", "kitti_raw", "instereo2k",
+        "middlebury",
+    ] = "auto"
+    train_split: str = ""
+    val_split: str = ""
+    on_error: Literal["error", "skip"] = "error"
+    image_height: int = _bounded(128, 8, None)
+    image_width: int = _bounded(256, 8, None)
+    crop_height: int = _bounded(128, 8, None)
+    crop_width: int = _bounded(128, 8, None)
+    scale_max: float = _bounded(4.0, 1.0, None)
+    mono_fraction: float = _bounded(0.5, 0.0, 1.0)
+    max_disparity: float = _bounded(0.06, 0.0, 0.5)
+    workers: int = _bounded(0, 0, 64)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Joint training of encoder, differentiable channel and decoder."""
+
+    steps: int = _bounded(1000, 0, None)
+    batch_size: int = _bounded(8, 1, None)
+    lr: float = _bounded(1e-3, 0.0, None, lo_open=True)
+    lr_min: float = _bounded(1e-5, 0.0, None)
+    warmup_steps: int = _bounded(50, 0, None)
+    weight_decay: float = _bounded(0.0, 0.0, None)
+    grad_clip: float = _bounded(1.0, 0.0, None)
+    snr_min_db: float = _bounded(-5.0, -40.0, 80.0)
+    snr_max_db: float = _bounded(15.0, -40.0, 80.0)
+    loss: Literal["mse", "mse_msssim"] = "mse"
+    msssim_weight: float = _bounded(0.1, 0.0, 1.0)
+    val_every: int = _bounded(250, 1, None)
+    val_snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0)
+    log_every: int = _bounded(10, 1, None)
+    ckpt_every: int = _bounded(250, 1, None)
+    out_dir: str = "runs/train"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["float32", "bfloat16"] = "bfloat16"
+    seed: int = _bounded(0, 0, None)
+    init_from: str = ""
+    init_bn_scale: float = _bounded(1.0, 0.0, None, lo_open=True)
+    max_minutes: float = _bounded(0.0, 0.0, None)
+    threads: int = _bounded(0, 0, 256)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """Endpoints and flow control of the three-process link (ZeroMQ)."""
+
+    channel_in: str = "tcp://127.0.0.1:5555"
+    channel_out: str = "tcp://127.0.0.1:5556"
+    channel_control: str = "tcp://127.0.0.1:5557"
+    reference: str = "tcp://127.0.0.1:5558"
+    hwm: int = _bounded(16, 1, None)
+    hb_interval_s: float = _bounded(1.0, 0.0, None, lo_open=True)
+    liveness: int = _bounded(3, 1, None)
+    max_message_bytes: int = _bounded(64 * 1024 * 1024, 1024, None)
+    fps: float = _bounded(0.0, 0.0, None)
+    loop: bool = False
+    frames: int = _bounded(0, 0, None)
+    crop: Literal["eval", "native"] = "eval"
+    model: str = "models/snn_default.pt"
+    out_dir: str = "runs/link"
+    save_png: bool = True
+    save_grid: bool = False
+    stream: int = _bounded(1, 0, 2**31 - 1)
+    idle_timeout_s: float = _bounded(60.0, 0.0, None, lo_open=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; one section per concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
+
+    def __post_init__(self) -> None:
+        _check_consistency(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), as written to YAML and checkpoints."""
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    m, c, t = cfg.model, cfg.channel, cfg.train
+    if len(m.res_blocks) != len(m.widths):
+        raise ConfigError(
+            f"config key 'model.res_blocks': got {list(m.res_blocks)}; allowed: one "
+            f"entry per scale, i.e. {len(m.widths)} entries like model.widths"
+        )
+    if not m.widths or any(w < 1 for w in m.widths):
+        raise ConfigError(
+            f"config key 'model.widths': got {list(m.widths)}; allowed: a non-empty "
+            "list of positive channel counts"
+        )
+    if any(n < 0 for n in m.res_blocks):
+        raise ConfigError(
+            f"config key 'model.res_blocks': got {list(m.res_blocks)}; allowed: "
+            "non-negative integers"
+        )
+    bad = [s for s in m.fusion_scales if not 0 <= s < len(m.widths)]
+    if bad:
+        raise ConfigError(
+            f"config key 'model.fusion_scales': got {list(m.fusion_scales)}; allowed: "
+            f"scale indices in 0..{len(m.widths) - 1}"
+        )
+    if c.kind in ("bsc", "erasure") and m.latent != "spike_bpsk":
+        raise ConfigError(
+            f"config key 'channel.kind': got '{c.kind}' with model.latent="
+            f"'{m.latent}'; allowed: bit-level channels need model.latent='spike_bpsk'"
+        )
+    if t.snr_min_db > t.snr_max_db:
+        raise ConfigError(
+            f"config key 'train.snr_min_db': got {t.snr_min_db}; allowed: <= "
+            f"train.snr_max_db ({t.snr_max_db})"
+        )
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+def _describe_type(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe_type(typing.get_args(hint)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+def _describe_bounds(meta: typing.Mapping[str, Any]) -> str:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if meta.get('lo_open') else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"<= {hi:g}")
+    return " and ".join(parts)
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': got {value!r}; allowed: {allowed}")
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Return ``value`` as type ``hint`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value in typing.get_args(hint) and isinstance(value, str):
+            return value
+        raise _fail(key, value, _describe_type(hint))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _fail(key, value, _describe_type(hint))
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise _fail(key, value, _describe_type(hint))
+
+
+def _check_bounds(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    too_low = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
+    too_high = hi is not None and value > hi
+    if too_low or too_high:
+        raise _fail(key, value, _describe_bounds(meta))
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a (possibly partial) mapping, strictly."""
+    if not isinstance(data, dict):
+        raise _fail(prefix or "<root>", data, "a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(
+            f"config key '{key}' is unknown; allowed keys here: {', '.join(known)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+            continue
+        coerced = _coerce(hint, value, key)
+        _check_bounds(known[name].metadata, coerced, key)
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``'a.b=value'`` into (['a', 'b'], parsed value); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(
+            f"override {text!r} is not of the form section.key=value "
+            "(example: model.time_steps=4)"
+        )
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if any(not p for p in path):
+        raise ConfigError(f"override {text!r}: the key {key!r} has an empty part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return path, value
+
+
+def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"config key '{'.'.join(path)}': '{part}' is a value, not a section"
+            )
+        node = child
+    node[path[-1]] = value
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A path as given, or the name of a preset in ``shared/configs`` (``tiny``)."""
+    candidate = Path(path)
+    if candidate.exists():
+        return candidate
+    preset = PRESETS_DIR / f"{path}.yaml"
+    if preset.exists():
+        return preset
+    names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(f"config file {str(path)!r} not found; presets: {names}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or malformed file raises ConfigError naming it."""
+    file = resolve_preset(path)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file '{file}' cannot be read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{file}' must hold a mapping at the top level")
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+                     ) -> Config:
+    """Build a checked Config from a nested dict plus ``key=value`` overrides."""
+    tree = _to_plain(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        _apply_override(tree, path, value)
+    return _build(Config, tree, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+                ) -> Config:
+    """Load a YAML file (or a preset name) and apply overrides; None means defaults."""
+    data = read_yaml(path) if path else {}
+    return config_from_dict(data, overrides)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved configuration as YAML text."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,114 @@
+"""Checkpoints: one dict, written atomically, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shared.config import Config, config_from_dict
+from shared.model.registry import build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def git_commit() -> str:
+    """The commit of the source tree, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Read a checkpoint dict (tensors and plain data only: ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt / unsafe files
+        raise CheckpointError(f"checkpoint cannot be loaded: {path} ({exc})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"not a SpikeLink checkpoint (no model/config): {path}")
+    return ckpt
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = ""
+                       ) -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = sorted(set(a) | set(b))
+    out = []
+    for key in keys:
+        dotted = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_differences(va, vb, dotted + ".")
+        elif va != vb:
+            out.append(f"{dotted}: {va!r} != {vb!r}")
+    return out
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                      ignore_missing: tuple[str, ...] = ()) -> None:
+    """``load_state_dict`` that names every missing, unexpected or reshaped key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith(ignore_missing)]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or reshaped:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("shape mismatch", reshaped)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)"
+                                                if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{source} does not fit this model; " + "; ".join(parts))
+    model.load_state_dict(state, strict=not ignore_missing)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               expected: Config | None = None) -> tuple[nn.Module, Config]:
+    """Rebuild a model from the config stored in its checkpoint and load its weights.
+
+    With ``expected``, a checkpoint whose model section differs raises
+    :class:`CheckpointError` naming the keys that differ.
+    """
+    ckpt = load_checkpoint(path, device)
+    cfg = config_from_dict(ckpt["config"])
+    if expected is not None:
+        diffs = config_differences(expected.to_dict()["model"], cfg.to_dict()["model"])
+        if diffs:
+            raise CheckpointError(f"checkpoint {path} was trained with another model "
+                                  f"config: " + "; ".join(diffs))
+    model = build_model(cfg.model, cfg.channel)
+    load_state_strict(model, ckpt["model"], f"checkpoint {path}")
+    return model.to(device).eval(), cfg

@@ -1,0 +1,194 @@
+"""Spiking neurons (SpikingJelly LIF / PLIF with a fused multi-step pass) and the CNN
+twin's rate activation.
+
+SpikingJelly's ``torch`` backend runs a multi-step LIF as T single steps, each a handful of
+autograd nodes; on a CPU that is most of an SNN's training time. ``backend='fused'`` runs the
+whole ``[T, N, *]`` sequence in one autograd node: the forward pass is a plain loop that keeps
+only the membrane potentials, and the backward pass is written out (backpropagation through
+time with the surrogate gradient). It gives the same spikes and gradients as the ``torch``
+backend (``tests/test_neurons.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+from torch import Tensor, nn
+
+from shared.config import ModelConfig
+
+SURROGATES: dict[str, type[surrogate.SurrogateFunctionBase]] = {
+    "atan": surrogate.ATan,
+    "sigmoid": surrogate.Sigmoid,
+    "erf": surrogate.Erf,
+}
+
+
+class _MultiStepLIF(torch.autograd.Function):
+    r"""Multi-step LIF with decaying input; hard (to ``v_reset``) or soft reset.
+
+    .. math::
+        H_t = V_{t-1} + k\,(X_t - (V_{t-1} - V_{reset})),\quad
+        S_t = \Theta(H_t - V_{th}),\quad
+        V_t = H_t (1 - S_t) + V_{reset} S_t \;\text{(hard)}\;\text{or}\; H_t - V_{th} S_t
+
+    with :math:`k = 1/\tau` (for soft reset :math:`V_{reset}` is 0 in the charge equation).
+    """
+
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, v0: Tensor, decay: Tensor, v_threshold: float,
+                v_reset: float | None, detach_reset: bool,
+                surrogate_grad: Callable[[Tensor, Tensor, float], Tensor], alpha: float
+                ) -> tuple[Tensor, Tensor]:
+        k = float(decay)
+        reset_to = 0.0 if v_reset is None else v_reset
+        h_seq = torch.empty_like(x_seq)
+        s_seq = torch.empty_like(x_seq)
+        v = v0
+        for t in range(x_seq.shape[0]):
+            h = v + (x_seq[t] - (v - reset_to)) * k
+            spike = h >= v_threshold
+            h_seq[t] = h
+            s_seq[t] = spike
+            if v_reset is None:
+                v = h - spike.to(h) * v_threshold
+            else:
+                v = torch.where(spike, torch.full_like(h, v_reset), h)
+        ctx.decay_needs_grad = decay.requires_grad
+        kept_x = x_seq if ctx.decay_needs_grad else x_seq.new_empty(0)
+        ctx.save_for_backward(kept_x, v0, h_seq, s_seq)
+        ctx.k, ctx.v_threshold, ctx.v_reset = k, v_threshold, v_reset
+        ctx.detach_reset, ctx.surrogate_grad, ctx.alpha = detach_reset, surrogate_grad, alpha
+        return s_seq, v
+
+    @staticmethod
+    def backward(ctx, grad_s: Tensor, grad_v_last: Tensor):
+        x_seq, v0, h_seq, s_seq = ctx.saved_tensors
+        k, v_th, v_reset = ctx.k, ctx.v_threshold, ctx.v_reset
+        reset_to = 0.0 if v_reset is None else v_reset
+        grad_x = torch.empty_like(grad_s)
+        grad_v = grad_v_last if grad_v_last is not None else torch.zeros_like(grad_s[0])
+        grad_k = torch.zeros((), dtype=grad_s.dtype, device=grad_s.device)
+        for t in range(grad_s.shape[0] - 1, -1, -1):
+            h, spike = h_seq[t], s_seq[t]
+            sg = ctx.surrogate_grad(torch.ones_like(h), h - v_th, ctx.alpha)
+            if v_reset is None:
+                dv_dh = torch.ones_like(h)
+                if not ctx.detach_reset:
+                    dv_dh = dv_dh - v_th * sg
+            else:
+                dv_dh = 1.0 - spike
+                if not ctx.detach_reset:
+                    dv_dh = dv_dh + (v_reset - h) * sg
+            grad_h = grad_s[t] * sg + grad_v * dv_dh
+            grad_x[t] = grad_h * k
+            if ctx.decay_needs_grad:
+                v_prev = v0 if t == 0 else _after_reset(h_seq[t - 1], s_seq[t - 1], v_th,
+                                                         v_reset)
+                grad_k = grad_k + (grad_h * (x_seq[t] - (v_prev - reset_to))).sum()
+            grad_v = grad_h * (1.0 - k)
+        return grad_x, None, grad_k if ctx.decay_needs_grad else None, *(None,) * 5
+
+
+def _after_reset(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None
+                 ) -> Tensor:
+    if v_reset is None:
+        return h - spike * v_threshold
+    return h * (1.0 - spike) + v_reset * spike
+
+
+class _FusedMixin:
+    """Adds ``backend='fused'`` to a SpikingJelly LIF-type node and records firing rates."""
+
+    rate: Tensor | None = None
+
+    @property
+    def supported_backends(self) -> tuple[str, ...]:
+        if self.step_mode == "m":
+            return ("torch", "fused")
+        return ("torch",)
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in self.supported_backends:
+            raise ValueError(f"backend {value!r} with step_mode {self.step_mode!r}; "
+                             f"allowed: {self.supported_backends}")
+        self._backend = value
+
+    def _decay(self, like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def multi_step_forward(self, x_seq: Tensor) -> Tensor:
+        if self.backend != "fused":
+            spikes = super().multi_step_forward(x_seq)
+        else:
+            self.v_float_to_tensor(x_seq[0])
+            sg = self.surrogate_function
+            spikes, v_last = _MultiStepLIF.apply(
+                x_seq, self.v.detach(), self._decay(x_seq), self.v_threshold,
+                self.v_reset, self.detach_reset, type(sg).backward, sg.alpha)
+            self.v = v_last
+        self.rate = spikes.detach().mean()
+        return spikes
+
+
+class FusedLIFNode(_FusedMixin, neuron.LIFNode):
+    """SpikingJelly ``LIFNode`` with the extra ``'fused'`` multi-step backend."""
+
+    def _decay(self, like: Tensor) -> Tensor:
+        return torch.tensor(1.0 / self.tau, dtype=like.dtype)
+
+
+class FusedParametricLIFNode(_FusedMixin, neuron.ParametricLIFNode):
+    """SpikingJelly ``ParametricLIFNode`` (learnable tau) with the ``'fused'`` backend."""
+
+    def _decay(self, like: Tensor) -> Tensor:
+        return self.w.sigmoid()
+
+
+class RateActivation(nn.Module):
+    r"""The CNN twin's stand-in for a LIF layer: its firing rate as a function of a
+    constant input, :math:`f(x) = \mathrm{clamp}(x / V_{th} - 1, 0, 1)`.
+
+    For tau = 2 and T = 4 a hard-reset LIF is silent below about :math:`1.07 V_{th}`, fires
+    at rate 1/4 to 1/2 up to :math:`2 V_{th}` and at every step above it; ``f`` follows that
+    curve, which keeps the twin's activations on the scale the SNN's thresholds expect, so
+    its weights initialise the SNN (hybrid training).
+    """
+
+    def __init__(self, v_threshold: float = 1.0) -> None:
+        super().__init__()
+        self.v_threshold = v_threshold
+        self.rate: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = (x / self.v_threshold - 1.0).clamp(0.0, 1.0)
+        self.rate = out.detach().mean()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"v_threshold={self.v_threshold}"
+
+
+def make_neuron(cfg: ModelConfig) -> nn.Module:
+    """A multi-step spiking layer (``cfg.kind == 'snn'``) or the twin's activation."""
+    if cfg.kind == "cnn":
+        return RateActivation(cfg.v_threshold)
+    sg = SURROGATES[cfg.surrogate](alpha=cfg.surrogate_alpha)
+    v_reset = 0.0 if cfg.reset == "hard" else None
+    common = dict(v_threshold=cfg.v_threshold, v_reset=v_reset, surrogate_function=sg,
+                  detach_reset=cfg.detach_reset, step_mode="m", backend="fused")
+    if cfg.neuron == "plif":
+        return FusedParametricLIFNode(init_tau=cfg.tau, **common)
+    return FusedLIFNode(tau=cfg.tau, **common)
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """True for the layers whose outputs are spikes (or the twin's rates)."""
+    return isinstance(module, (_FusedMixin, RateActivation))

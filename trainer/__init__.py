@@ -1,0 +1,1 @@
+"""Joint training of the spiking stereo JSCC encoder, differentiable channel and decoder."""

@@ -1,0 +1,90 @@
+"""``python -m trainer --config C [--set k=v ...] [--resume [CKPT]] [--init-from CKPT]``.
+
+Runs on one device, or on several GPUs with
+``torchrun --standalone --nproc_per_node=K -m trainer ...`` (DDP; rank 0 logs and saves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from shared.config import Config, ConfigError, config_from_dict, dump_config, load_config
+from shared.data.images import DataError
+from shared.model.checkpoint import CheckpointError, config_differences, load_checkpoint
+from trainer.distributed import setup, teardown
+from trainer.train import TrainingError, train
+
+log = logging.getLogger("trainer")
+
+#: Keys that may change when a run is resumed; any other change is refused.
+RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.out_dir", "train.val_every",
+                  "train.log_every", "train.ckpt_every", "train.threads", "train.device",
+                  "data.workers", "data.root")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikelink train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None,
+                        help="YAML file or preset name in shared/configs (default: "
+                        "'default', or the checkpoint's own config with --resume)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key, e.g. "
+                        "train.steps=100 (repeatable; values are YAML)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+                        help="continue from CKPT (default: <train.out_dir>/last.pt)")
+    parser.add_argument("--init-from", default=None, metavar="CKPT",
+                        help="initialise the SNN from a trained CNN twin (hybrid training)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output folder (same as --set train.out_dir=DIR)")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"train.out_dir={args.out}")
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
+    cfg = load_config(args.config or "default", overrides)
+    if args.resume is None:
+        return cfg, None
+    path = Path(cfg.train.out_dir) / "last.pt" if args.resume == "auto" else Path(args.resume)
+    ckpt = load_checkpoint(path)
+    resumed = config_from_dict(ckpt["config"], overrides)
+    requested = cfg if args.config else resumed
+    changed = [d for d in config_differences(ckpt["config"], requested.to_dict())
+               if not d.split(":")[0].startswith(RESUMABLE_KEYS)]
+    if changed:
+        raise CheckpointError(f"cannot resume {path} with a different config: "
+                              + "; ".join(changed))
+    return resumed, ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s "
+                        "%(message)s", stream=sys.stderr)
+    try:
+        cfg, ckpt = resolve_config(args)
+    except (ConfigError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runtime = setup(cfg.train.device)
+    try:
+        if runtime.is_main:
+            log.info("resolved config:\n%s", dump_config(cfg))
+        result = train(cfg, runtime, ckpt)
+    except (ConfigError, CheckpointError, DataError, TrainingError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        teardown(runtime)
+    return 0 if result["status"] in ("finished", "paused") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Single process or DDP under torchrun (detected through the RANK variable)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: ``rank`` of ``world`` processes on ``device``."""
+
+    rank: int
+    world: int
+    device: torch.device
+    ddp: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_choice: str) -> Runtime:
+    """Pick the device ('auto' = CUDA when present) and join the process group if any."""
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    if device_choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config key 'train.device' is 'cuda' but CUDA is not available")
+    if "RANK" not in os.environ:
+        return Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"), False)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device(f"cuda:{local}")
+    else:
+        device = torch.device("cpu")
+    return Runtime(rank, world, device, True)
+
+
+def teardown(runtime: Runtime) -> None:
+    if runtime.ddp and dist.is_initialized():
+        dist.destroy_process_group()

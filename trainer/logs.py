@@ -1,0 +1,39 @@
+"""Training logs: one JSON line per record, plus CSV files of the scalar fields."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends records of a kind (``train`` / ``val``) to ``log.jsonl`` and ``<kind>.csv``.
+
+    The CSV columns are fixed by the first record of each kind; nested values go to the
+    JSON log only.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._columns: dict[str, list[str]] = {}
+
+    def write(self, kind: str, record: dict[str, Any]) -> None:
+        with open(self.out_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps({"kind": kind, **record}) + "\n")
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float, str))}
+        path = self.out_dir / f"{kind}.csv"
+        columns = self._columns.get(kind)
+        if columns is None:
+            if path.exists():
+                with open(path) as f:
+                    columns = next(csv.reader(f), list(scalars))
+            else:
+                columns = list(scalars)
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerow(columns)
+            self._columns[kind] = columns
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, columns, extrasaction="ignore").writerow(scalars)

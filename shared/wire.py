@@ -93,7 +93,7 @@ def encode_message(msg: Message, bit_packed: Collection[str] = ()) -> bytes:
     """
     arrays = {}
     for name, arr in msg.arrays.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")
         dtype = arr.dtype.str
         if dtype not in DTYPES:
             raise ValueError(f"array {name!r}: dtype {dtype} is not in {sorted(DTYPES)}")

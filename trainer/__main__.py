@@ -67,7 +67,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s "
-                        "%(message)s", stream=sys.stderr)
+                        "%(message)s", stream=sys.stderr, force=True)
     try:
         cfg, ckpt = resolve_config(args)
     except (ConfigError, CheckpointError) as exc:

@@ -142,8 +142,9 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
             out = net(batch["left"], batch["right"], snr,
                       generator_for(tc.seed, "channel", runtime.rank, step))
             terms = stereo_loss(out, batch, tc)
-        if not torch.isfinite(terms["loss"]):
-            raise TrainingError(f"non-finite loss {float(terms['loss'])} at step {step}; "
+        loss_value, mse_value = float(terms["loss"].detach()), float(terms["mse"].detach())
+        if not math.isfinite(loss_value):
+            raise TrainingError(f"non-finite loss {loss_value} at step {step}; "
                                 f"the last good checkpoint is {out_dir / 'last.pt'}")
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -159,8 +160,8 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
             _check_silent(rates, silent_counts)
             rate_values = [float(r) for r in rates.values()]
             record = {
-                "step": step, "loss": float(terms["loss"]), "mse": float(terms["mse"]),
-                "psnr": -10.0 * math.log10(max(float(terms["mse"]), 1e-12)), "lr": lr,
+                "step": step, "loss": loss_value, "mse": mse_value,
+                "psnr": -10.0 * math.log10(max(mse_value, 1e-12)), "lr": lr,
                 "pairs_per_s": tc.batch_size * runtime.world * (step - step_last)
                 / max(now - t_last, 1e-9),
                 "rate_mean": sum(rate_values) / len(rate_values),

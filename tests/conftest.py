@@ -1,0 +1,66 @@
+"""Shared fixtures: deterministic seeds, paths to the bundled samples, small image trees."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_image(path: Path, height: int, width: int, seed: int = 0, mode: str = "RGB"
+                ) -> Path:
+    """A random image file (PNG unless the suffix says otherwise)."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    Image.fromarray(arr[..., 0] if channels == 1 else arr, mode).save(path)
+    return path
+
+
+@pytest.fixture
+def sample_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """A real KITTI pair from the bundled samples, ``[1, 3, 128, 256]`` each."""
+    from shared.data.images import read_image, to_float
+
+    folder = SAMPLES / "stereo" / "kitti2012_000000_10"
+    return (to_float(read_image(folder / "left.png"))[None],
+            to_float(read_image(folder / "right.png"))[None])
+
+
+def calibrate(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor,
+              snr_db: float = 5.0) -> torch.nn.Module:
+    """Set BatchNorm running statistics from a few passes over real views, then eval mode
+    (an untrained model's running statistics are the defaults 0 / 1)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration passes
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(left, right, torch.full((left.shape[0],), snr_db))
+    return model.eval()

@@ -1,0 +1,46 @@
+"""Energy accounting: MACs for real inputs, synaptic operations for spikes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import calibrate
+from shared.config import load_config
+from shared.evaluation import Frame, evaluate
+from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_frame
+from shared.model.registry import build_model
+
+
+class Wrapper(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = load_config("tiny").model
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+
+def test_spike_input_costs_accumulates_at_its_rate() -> None:
+    net = Wrapper()
+    spikes = (torch.rand(1, 2, 10, 10) < 0.25).float()
+    real = torch.rand(1, 2, 10, 10)
+    with EnergyMeter(net) as meter:
+        net.conv(spikes)
+        net.conv(real)
+    count = meter.layers["conv"]
+    macs = 4 * 10 * 10 * 2 * 9
+    assert count.macs == macs
+    assert count.sops == pytest.approx(macs * spikes.mean().item())
+
+
+def test_evaluation_reports_energy_per_frame(sample_pair) -> None:
+    cfg = load_config("tiny")
+    left, right = (x[..., :64, :128] for x in sample_pair)
+    model = calibrate(build_model(cfg.model), left, right)
+    frame = Frame(0, "kitti", left[0], right[0])
+    record = evaluate(model, [frame], [5.0], model.channel)[0]
+    energy = record["energy_pj_per_frame"]
+    assert energy["snn"] == pytest.approx(energy["macs"] * E_MAC_PJ + energy["sops"] * E_AC_PJ)
+    assert energy["sops"] > 0 and energy["cnn_twin"] > 0
+    assert energy["cnn_twin"] == pytest.approx(twin_macs_per_frame(model, 64, 128) * E_MAC_PJ)
+    assert 0 < record["firing_rate"] < 1

@@ -1,0 +1,142 @@
+"""The spiking stereo JSCC model: healthy spikes, gradients, latent coding, contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import calibrate
+from shared.channel import generator_for
+from shared.config import ConfigError, load_config
+from shared.model.fusion import parallax_masks, row_attention
+from shared.model.jscc import StereoJSCC
+from shared.model.registry import build_model
+
+
+def default_model(*overrides: str) -> StereoJSCC:
+    torch.manual_seed(0)
+    return build_model(load_config("default", list(overrides)).model)
+
+
+def test_every_lif_layer_fires_at_a_healthy_rate_on_a_real_photo(sample_pair) -> None:
+    model = default_model()
+    model.train()
+    out = model(*sample_pair, torch.tensor([5.0]))
+    rates = {name: float(r) for name, r in out["rates"].items()}
+    assert len(rates) >= 15
+    silent_or_saturated = {n: r for n, r in rates.items() if not 0.02 <= r <= 0.5}
+    assert not silent_or_saturated
+
+
+def test_gradient_reaches_the_first_encoder_convolution(sample_pair) -> None:
+    model = default_model()
+    model.train()
+    out = model(*sample_pair, torch.tensor([5.0]))
+    loss = (out["x_hat_left"] - sample_pair[0]).square().mean()
+    loss.backward()
+    grad = model.encoder_left.stem[0].weight.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_latent_is_spike_counts_with_every_level(sample_pair) -> None:
+    model = calibrate(default_model(), *sample_pair)
+    coded = model.encode(*sample_pair)
+    latent = coded["latent"]
+    assert latent.dtype == torch.uint8 and latent.shape == (2, 1, 6, 32, 64)
+    assert coded["shape"] == (6, 32, 64)
+    assert set(latent.unique().tolist()) == {0, 1, 2, 3, 4}
+    uses = model.channel_uses(128, 256)
+    assert uses == {"n": 6144, "k": 98304, "rho": 1 / 16}
+
+
+def test_zero_latent_through_the_channel_gives_zeros_not_nan() -> None:
+    model = default_model()
+    x = torch.zeros(2, 12288)  # count T/2 everywhere: amplitude 0
+    z = model.channel.transmit(x)
+    assert torch.equal(z, torch.zeros_like(z))
+    soft, _ = model.channel(x, torch.tensor([10.0, 10.0]), generator_for(0, 0))
+    assert torch.isfinite(soft).all()
+
+
+@pytest.mark.parametrize("overrides", [
+    (), ("model.kind=cnn",), ("model.share_encoder=false",),
+    ("model.latent=spike_bpsk", "model.widths=[8,8,8,8]", "model.res_blocks=[0,0,0,1]",
+     "model.fusion_scales=[3]"),
+])
+def test_forward_equals_encode_channel_decode(sample_pair, overrides) -> None:
+    model = default_model(*overrides).eval()
+    snr = torch.tensor([3.0, 3.0])
+    with torch.no_grad():
+        out = model(*sample_pair, snr[:1], generator_for(1, "test"))
+    coded = model.encode(*sample_pair)
+    latent = coded["latent"]
+    x = model.channel_input(latent.flatten(0, 1))
+    soft, known = model.channel(x, snr, generator_for(1, "test"))
+    halves = model.decode(soft, coded["shape"], known)
+    assert torch.equal(out["z"], x)
+    assert torch.equal(out["x_hat_left"], halves["x_hat_left"])
+    assert torch.equal(out["x_hat_right"], halves["x_hat_right"])
+
+
+def test_outputs_are_images_with_many_distinct_values(sample_pair) -> None:
+    model = calibrate(default_model(), *sample_pair)
+    with torch.no_grad():
+        out = model(*sample_pair, torch.tensor([10.0]))
+    x_hat = out["x_hat_left"]
+    assert x_hat.shape == sample_pair[0].shape
+    assert 0 <= x_hat.min() and x_hat.max() <= 1
+    assert x_hat.unique().numel() > 1000
+
+
+def test_bit_latent_over_a_binary_symmetric_channel(sample_pair) -> None:
+    cfg = load_config("default", ["model.latent=spike_bpsk", "model.widths=[8,8,8,8]",
+                                  "model.res_blocks=[0,0,0,1]", "model.fusion_scales=[3]",
+                                  "channel.kind=bsc", "channel.flip_prob=0.05"])
+    model = build_model(cfg.model, cfg.channel)
+    model.train()
+    out = model(*sample_pair, torch.tensor([0.0]))
+    assert set(out["z"].unique().tolist()) <= {0.0, 1.0}
+    assert model.channel_uses(128, 256)["rho"] == pytest.approx(1 / 16)
+    (out["x_hat_left"].mean() + out["x_hat_right"].mean()).backward()
+    assert model.encoder_left.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_sizes_must_match_the_stride() -> None:
+    model = default_model()
+    with pytest.raises(ValueError, match="multiple of the model stride 4"):
+        model.encode(torch.rand(1, 3, 30, 64), torch.rand(1, 3, 30, 64))
+    with pytest.raises(ConfigError, match="model.arch"):
+        build_model(load_config("tiny", ["model.arch=resnet"]).model)
+
+
+def test_row_attention_normalises_over_columns_of_one_row() -> None:
+    torch.manual_seed(1)
+    q, k, v = torch.randn(3, 4, 5, 7), torch.randn(3, 4, 5, 7), torch.randn(3, 2, 5, 7)
+    mask = torch.ones(7, 7, dtype=torch.bool)
+    out = row_attention(q, k, v, mask)
+    # each output is a convex combination of the same row's values
+    low, high = v.amin(dim=3, keepdim=True), v.amax(dim=3, keepdim=True)
+    assert ((out >= low - 1e-6) & (out <= high + 1e-6)).all()
+    # batch elements and rows are independent: changing image 1, row 2 changes nothing else
+    v2 = v.clone()
+    v2[1, :, 2, :] += 10
+    out2 = row_attention(q, k, v2, mask)
+    changed = (out2 - out).abs().sum(dim=(1, 3)) > 1e-6
+    assert changed.nonzero().tolist() == [[1, 2]]
+    # with one key allowed, attention is a copy: the left query at x=0 sees right x'=0 only
+    left_mask, right_mask = parallax_masks(7, torch.device("cpu"))
+    assert torch.equal(left_mask, right_mask.T) and left_mask[3, :4].all()
+    out3 = row_attention(q, k, v, left_mask)
+    assert torch.allclose(out3[..., 0], v[..., 0])
+
+
+def test_snr_conditioning_changes_the_output(sample_pair) -> None:
+    model = calibrate(default_model(), *sample_pair)
+    for gate in (s.gate for s in model.decoder.scales):
+        torch.nn.init.normal_(gate.mlp[-1].weight)
+    coded = model.encode(*sample_pair)
+    soft = torch.randn(2, 12288)
+    low = model.decode(soft, coded["shape"], torch.tensor([0.0, 0.0]))["x_hat_left"]
+    high = model.decode(soft, coded["shape"], torch.tensor([15.0, 15.0]))["x_hat_left"]
+    unknown = model.decode(soft, coded["shape"], None)["x_hat_left"]
+    assert not torch.equal(low, high) and not torch.equal(low, unknown)

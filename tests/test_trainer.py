@@ -1,0 +1,171 @@
+"""The trainer: it learns, saves and resumes exactly, runs DDP, and stops on bad states."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SAMPLES
+from shared.config import load_config
+from shared.data.datasets import EvalPairs
+from shared.data.pairs import find_pairs
+from shared.evaluation import Frame, evaluate
+from shared.model.checkpoint import CheckpointError, load_checkpoint, load_model
+from shared.model.registry import build_model
+from trainer import train as train_module
+from trainer.__main__ import main
+from trainer.hybrid import init_from_twin
+from trainer.train import TrainingError, _check_silent
+
+TINY_ON_SAMPLES = ["--config", "tiny", "--set", f"data.root={SAMPLES}",
+                   "--set", "data.stereo=[stereo]", "--set", "data.val_split="]
+
+
+def run(tmp: Path, *extra: str) -> int:
+    return main([*TINY_ON_SAMPLES, "--out", str(tmp), *extra])
+
+
+def sample_frames(height: int, width: int) -> list[Frame]:
+    pairs = EvalPairs(find_pairs(SAMPLES / "stereo"), height, width)
+    return [Frame(i, p["name"], p["left"], p["right"]) for i, p in enumerate(pairs)]
+
+
+def test_short_training_beats_a_constant_image_by_5_db(tmp_path: Path) -> None:
+    """The spiking model learns: 150 CPU steps on the real sample pairs."""
+    assert run(tmp_path, "--set", "train.steps=150", "--set", "train.warmup_steps=10",
+               "--set", "train.snr_min_db=20", "--set", "train.snr_max_db=20") == 0
+    model, cfg = load_model(tmp_path / "model.pt")
+    frames = sample_frames(cfg.data.image_height, cfg.data.image_width)
+    record = evaluate(model, frames, [20.0], model.channel, measure_energy=False)[0]
+    views = torch.stack([torch.stack((f.left, f.right)) for f in frames])
+    constant = views.mean(dim=(0, 1, 3, 4), keepdim=True)
+    mse = (views - constant).square().mean(dim=(2, 3, 4))
+    constant_psnr = (-10 * torch.log10(mse)).mean().item()
+    assert record["psnr_db"]["mean"] >= constant_psnr + 5.0, (record["psnr_db"], constant_psnr)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["kind"] == "train" and 0.02 < log[-1]["rate_mean"] < 0.5
+    assert (tmp_path / "train.csv").read_text().startswith("step,loss,mse,psnr,lr")
+
+
+def test_checkpoint_round_trip(tmp_path: Path, sample_pair) -> None:
+    assert run(tmp_path, "--set", "train.steps=2") == 0
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert set(ckpt) >= {"model", "optimizer", "scheduler", "config", "step", "best_metric",
+                         "metrics", "git_commit"}
+    assert ckpt["step"] == 2
+    model, cfg = load_model(tmp_path / "last.pt")
+    fresh = build_model(cfg.model)
+    fresh.load_state_dict(ckpt["model"])
+    left, right = (x[..., :64, :128] for x in sample_pair)
+    snr = torch.tensor([5.0])
+    with torch.no_grad():
+        a = model(left, right, snr, torch.Generator().manual_seed(0))["x_hat_left"]
+        b = fresh.eval()(left, right, snr, torch.Generator().manual_seed(0))["x_hat_left"]
+    assert torch.equal(a, b)
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "model.pt").exists()
+    assert "optimizer" not in load_checkpoint(tmp_path / "model.pt")
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    steps = ["--set", "train.steps=6", "--set", "train.ckpt_every=100"]
+    assert run(tmp_path / "straight", *steps) == 0
+    assert run(tmp_path / "paused", *steps, "--set", "train.max_minutes=1.0e-9") == 0
+    assert load_checkpoint(tmp_path / "paused" / "last.pt")["step"] == 1
+    assert main(["--resume", str(tmp_path / "paused" / "last.pt"),
+                 "--set", "train.max_minutes=0"]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "paused" / "last.pt")
+    assert b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path, capsys) -> None:
+    assert run(tmp_path, "--set", "train.steps=1") == 0
+    code = main(["--resume", str(tmp_path / "last.pt"), "--set", "model.tau=3.0"])
+    assert code == 2 and "model.tau" in capsys.readouterr().err
+
+
+def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2", "-m", "trainer", *TINY_ON_SAMPLES,
+           "--set", "train.steps=4", "--set", "train.threads=1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2" in proc.stderr
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    real = train_module.stereo_loss
+    calls = {"n": 0}
+
+    def poisoned(output, batch, cfg):
+        calls["n"] += 1
+        terms = real(output, batch, cfg)
+        if calls["n"] == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(train_module, "stereo_loss", poisoned)
+    assert run(tmp_path, "--set", "train.steps=5", "--set", "train.ckpt_every=1") == 1
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+
+
+def test_silent_layers_stop_training() -> None:
+    counts: dict[str, int] = {}
+    rates = {"enc.a": torch.tensor(0.1), "enc.b": torch.tensor(0.0)}
+    _check_silent(rates, counts)
+    _check_silent(rates, counts)
+    with pytest.raises(TrainingError, match="enc.b"):
+        _check_silent(rates, counts)
+
+
+def test_weights_only_loading_refuses_pickled_objects(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": Path("x")}, path)
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_mismatched_config_names_the_keys(tmp_path: Path) -> None:
+    assert run(tmp_path, "--set", "train.steps=1") == 0
+    other = load_config("tiny", ["model.widths=[8, 16, 32]"])
+    with pytest.raises(CheckpointError, match=r"model config: widths"):
+        load_model(tmp_path / "model.pt", expected=other)
+    with pytest.raises(CheckpointError, match="widths"):
+        init_from_twin(build_model(other.model), str(tmp_path / "model.pt"), other, 1.0)
+    wrong = build_model(other.model)
+    with pytest.raises(CheckpointError, match="shape mismatch: .*stages.2"):
+        from shared.model.checkpoint import load_state_strict
+        load_state_strict(wrong, load_checkpoint(tmp_path / "model.pt")["model"], "x")
+
+
+def test_hybrid_initialisation_copies_the_twin(tmp_path: Path) -> None:
+    assert run(tmp_path, "--set", "train.steps=1", "--set", "model.kind=cnn") == 0
+    cfg = load_config("tiny")
+    snn = build_model(cfg.model)
+    init_from_twin(snn, str(tmp_path / "model.pt"), cfg, bn_scale=2.0)
+    twin = load_checkpoint(tmp_path / "model.pt")["model"]
+    stem = "encoder_left.stem.0.weight"
+    assert torch.equal(snn.state_dict()[stem], twin[stem])
+    bn = "encoder_left.stem.1.weight"
+    assert torch.allclose(snn.state_dict()[bn], 2.0 * twin[bn])
+
+
+def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
+    assert run(tmp_path, "--set", "model.surrogate=relu") == 2
+    err = capsys.readouterr().err
+    assert "model.surrogate" in err and "atan" in err
+    assert not (tmp_path / "last.pt").exists()

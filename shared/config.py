@@ -15,6 +15,7 @@ names the dotted key, the value given and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -131,26 +133,33 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LinkConfig:
-    """Endpoints and flow control of the three-process link (ZeroMQ)."""
+    """The three-process link: endpoints, flow control, source and outputs.
+
+    ``channel_in``/``channel_out``/``channel_control`` are bound by the channel process,
+    ``reference`` by the receiver; the transmitter only connects.
+    """
 
     channel_in: str = "tcp://127.0.0.1:5555"
     channel_out: str = "tcp://127.0.0.1:5556"
     channel_control: str = "tcp://127.0.0.1:5557"
     reference: str = "tcp://127.0.0.1:5558"
-    hwm: int = _bounded(16, 1, None)
+    hwm: int = _bounded(8, 1, None)
     hb_interval_s: float = _bounded(1.0, 0.0, None, lo_open=True)
     liveness: int = _bounded(3, 1, None)
+    idle_timeout_s: float = _bounded(120.0, 0.0, None, lo_open=True)
     max_message_bytes: int = _bounded(64 * 1024 * 1024, 1024, None)
-    fps: float = _bounded(0.0, 0.0, None)
-    loop: bool = False
+    source: str = "samples/stereo"
+    source_root: str = ""
     frames: int = _bounded(0, 0, None)
+    repeat: int = _bounded(1, 0, None)
+    fps: float = _bounded(0.0, 0.0, None)
     crop: Literal["eval", "native"] = "eval"
     model: str = "models/snn_default.pt"
     out_dir: str = "runs/link"
     save_png: bool = True
     save_grid: bool = False
-    stream: int = _bounded(1, 0, 2**31 - 1)
-    idle_timeout_s: float = _bounded(60.0, 0.0, None, lo_open=True)
+    stream: int = _bounded(1, 0, 2**32 - 1)
+    summary_every_s: float = _bounded(10.0, 0.0, None, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -181,7 +190,7 @@ def _to_plain(value: Any) -> Any:
 
 def _check_consistency(cfg: Config) -> None:
     """Rules that involve more than one key."""
-    m, c, t = cfg.model, cfg.channel, cfg.train
+    m, t = cfg.model, cfg.train
     if len(m.res_blocks) != len(m.widths):
         raise ConfigError(
             f"config key 'model.res_blocks': got {list(m.res_blocks)}; allowed: one "
@@ -202,11 +211,6 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError(
             f"config key 'model.fusion_scales': got {list(m.fusion_scales)}; allowed: "
             f"scale indices in 0..{len(m.widths) - 1}"
-        )
-    if c.kind in ("bsc", "erasure") and m.latent != "spike_bpsk":
-        raise ConfigError(
-            f"config key 'channel.kind': got '{c.kind}' with model.latent="
-            f"'{m.latent}'; allowed: bit-level channels need model.latent='spike_bpsk'"
         )
     if t.snr_min_db > t.snr_max_db:
         raise ConfigError(
@@ -364,6 +368,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def section_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    """One checked config section (e.g. ``ChannelConfig``) from a mapping."""
+    return _build(cls, _to_plain(data), prefix)
+
+
+def check_channel_fits(channel_kind: str, latent: str) -> None:
+    """Bit-level channels carry binary spikes only."""
+    if channel_kind in ("bsc", "erasure") and latent != "spike_bpsk":
+        raise ConfigError(
+            f"config key 'channel.kind': got '{channel_kind}' with model.latent="
+            f"'{latent}'; allowed: bit-level channels need model.latent='spike_bpsk'"
+        )
+
+
 def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
                      ) -> Config:
     """Build a checked Config from a nested dict plus ``key=value`` overrides."""
@@ -372,6 +390,30 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...
         path, value = parse_override(text)
         _apply_override(tree, path, value)
     return _build(Config, tree, "")
+
+
+def config_from_stored(data: dict[str, Any]) -> Config:
+    """A Config from a stored dict (a checkpoint's), tolerant of other versions.
+
+    The ``model`` section must be valid as it stands (it decides the weights' shapes);
+    keys of other sections that this version does not know are dropped with a warning.
+    """
+    known = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+    kept: dict[str, Any] = {}
+    for section, value in data.items():
+        if section not in known or not isinstance(value, dict):
+            log.warning("stored config: section %r ignored (unknown to this version)",
+                        section)
+            continue
+        if section != "model":
+            fields = {f.name for f in dataclasses.fields(known[section])}
+            dropped = sorted(set(value) - fields)
+            if dropped:
+                log.warning("stored config: keys %s of section %r ignored (unknown to "
+                            "this version)", dropped, section)
+            value = {k: v for k, v in value.items() if k in fields}
+        kept[section] = value
+    return config_from_dict(kept)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()

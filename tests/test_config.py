@@ -6,6 +6,7 @@ import pytest
 
 from shared.config import Config, ConfigError, dump_config, load_config, parse_override
 from shared.model.jscc import latent_channels
+from shared.model.registry import build_model
 
 
 def test_defaults_and_presets_load() -> None:
@@ -38,7 +39,6 @@ def test_overrides_are_parsed_as_yaml() -> None:
     ("channel.flip_prob=0.7", ["channel.flip_prob", "<= 0.5"]),
     ("model.widths=[4, x]", ["model.widths[1]", "integer"]),
     ("model.res_blocks=[0, 1]", ["model.res_blocks", "one entry per scale"]),
-    ("channel.kind=bsc", ["channel.kind", "spike_bpsk"]),
     ("train.snr_min_db=20", ["train.snr_min_db", "snr_max_db"]),
     ("model.fusion_scales=[5]", ["model.fusion_scales", "0..2"]),
     ("model=3", ["model", "mapping"]),
@@ -50,6 +50,12 @@ def test_bad_values_name_the_key_and_what_is_allowed(override: str, words: list[
         load_config("tiny", [override])
     for word in words:
         assert word in str(info.value)
+
+
+def test_bit_channels_need_a_bit_latent() -> None:
+    cfg = load_config("default", ["channel.kind=bsc"])
+    with pytest.raises(ConfigError, match="channel.kind.*spike_bpsk"):
+        build_model(cfg.model, cfg.channel)
 
 
 def test_bad_yaml_file_and_unknown_preset(tmp_path) -> None:

@@ -11,7 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from shared.config import Config, ConfigError, config_from_dict, dump_config, load_config
+from shared.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_from_stored,
+    dump_config,
+    load_config,
+)
 from shared.data.images import DataError
 from shared.model.checkpoint import CheckpointError, config_differences, load_checkpoint
 from trainer.distributed import setup, teardown
@@ -54,9 +61,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
         return cfg, None
     path = Path(cfg.train.out_dir) / "last.pt" if args.resume == "auto" else Path(args.resume)
     ckpt = load_checkpoint(path)
-    resumed = config_from_dict(ckpt["config"], overrides)
+    resumed = config_from_dict(config_from_stored(ckpt["config"]).to_dict(), overrides)
     requested = cfg if args.config else resumed
-    changed = [d for d in config_differences(ckpt["config"], requested.to_dict())
+    stored = config_from_stored(ckpt["config"]).to_dict()
+    changed = [d for d in config_differences(stored, requested.to_dict())
                if not d.split(":")[0].startswith(RESUMABLE_KEYS)]
     if changed:
         raise CheckpointError(f"cannot resume {path} with a different config: "

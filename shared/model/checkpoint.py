@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.config import Config, config_from_dict
+from shared.config import Config, config_from_stored
 from shared.model.registry import build_model
 
 CHECKPOINT_FORMAT = 1
@@ -103,7 +103,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     :class:`CheckpointError` naming the keys that differ.
     """
     ckpt = load_checkpoint(path, device)
-    cfg = config_from_dict(ckpt["config"])
+    cfg = config_from_stored(ckpt["config"])
     if expected is not None:
         diffs = config_differences(expected.to_dict()["model"], cfg.to_dict()["model"])
         if diffs:

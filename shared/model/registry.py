@@ -8,7 +8,7 @@ from torch import nn
 
 from shared.channel.modulation import signalling_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import ChannelConfig, ConfigError, ModelConfig
+from shared.config import ChannelConfig, ConfigError, ModelConfig, check_channel_fits
 from shared.model.jscc import StereoJSCC
 
 MODELS: dict[str, Callable[[ModelConfig, WirelessChannel], nn.Module]] = {
@@ -21,6 +21,8 @@ def build_model(cfg: ModelConfig, channel_cfg: ChannelConfig | None = None) -> S
     if cfg.arch not in MODELS:
         raise ConfigError(f"config key 'model.arch': got {cfg.arch!r}; allowed: "
                           f"{', '.join(MODELS)}")
-    channel = WirelessChannel.from_config(channel_cfg or ChannelConfig(),
+    channel_cfg = channel_cfg or ChannelConfig()
+    check_channel_fits(channel_cfg.kind, cfg.latent)
+    channel = WirelessChannel.from_config(channel_cfg,
                                           signalling_for(cfg.latent))
     return MODELS[cfg.arch](cfg, channel)

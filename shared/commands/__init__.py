@@ -1,0 +1,1 @@
+"""User-facing tools behind ``spikelink <command>``; each module has ``main(argv)``."""

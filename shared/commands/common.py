@@ -1,0 +1,94 @@
+"""Argument helpers shared by the command-line tools."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.channel.modulation import signalling_for
+from shared.channel.wireless import WirelessChannel
+from shared.config import Config, ConfigError, check_channel_fits, config_from_dict
+from shared.data.datasets import EvalPairs
+from shared.data.pairs import find_pairs, read_split
+from shared.evaluation import Frame
+
+
+def parse_snrs(text: str) -> list[float]:
+    """SNR list in dB: ``"-5,0,5"``, a range ``"-5:15:2.5"`` (stop included), or both."""
+    values: list[float] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                start, stop, step = (float(v) for v in part.split(":"))
+                if step <= 0:
+                    raise ValueError
+                count = math.floor((stop - start) / step + 1e-9) + 1
+                values += [round(start + i * step, 9) for i in range(count)]
+            else:
+                values.append(float(part))
+        except ValueError:
+            raise ValueError(f"SNR list {text!r}: expected numbers like '-5,0,5' or a range "
+                             "START:STOP:STEP with STEP > 0") from None
+    if not values:
+        raise ValueError(f"SNR list {text!r} is empty")
+    return values
+
+
+def load_frames(data: str, root: str | None, height: int, width: int,
+                limit: int = 0, layout: str = "auto") -> list[Frame]:
+    """Evaluation frames from a folder of pairs (any layout) or a split file.
+
+    Relative paths in a split file are relative to ``root`` (default: the file's folder).
+    """
+    path = Path(data)
+    if path.is_file():
+        pairs = read_split(path, root if root is not None else path.parent)
+    else:
+        pairs = find_pairs(path, layout)
+    if limit:
+        pairs = pairs[:limit]
+    dataset = EvalPairs(pairs, height, width)
+    return [Frame(i, item["name"], item["left"], item["right"])
+            for i, item in enumerate(dataset)]
+
+
+def channel_config(cfg: Config, kind: str | None, csi: str | None,
+                   extra: list[str] = ()) -> Config:
+    """``cfg`` with the channel kind / CSI replaced, checked like any override."""
+    overrides = list(extra)
+    if kind:
+        overrides.append(f"channel.kind={kind}")
+    if csi:
+        overrides.append(f"channel.csi={csi}")
+    cfg = config_from_dict(cfg.to_dict(), overrides)
+    check_channel_fits(cfg.channel.kind, cfg.model.latent)
+    return cfg
+
+
+def build_channel(cfg: Config) -> WirelessChannel:
+    return WirelessChannel.from_config(cfg.channel, signalling_for(cfg.model.latent))
+
+
+def write_json(obj: Any, out_dir: str | None, name: str) -> Path | None:
+    """Write ``obj`` as indented JSON to ``out_dir/name`` (if an out dir is given)."""
+    if not out_dir:
+        return None
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
+
+
+def fail(message: str) -> int:
+    """Print an error for the user and return the exit status 1."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+USER_ERRORS = (ConfigError, ValueError, OSError)

@@ -1,0 +1,233 @@
+"""``spikelink link``: start receiver, channel and transmitter, stream, collect the summary.
+
+The three processes run as ``python -m receiver``, ``python -m channel_sim`` and
+``python -m transmitter`` on free loopback TCP ports (or ``ipc://`` sockets), with their
+logs relayed here behind a prefix. The run ends when the end-of-stream has passed through
+all three; ``summary.json``, ``frames.jsonl``, the PNGs and ``link.log`` are in ``--out``.
+Ctrl-C stops all three cleanly. Exit status: 0 when every process succeeded, 1 otherwise,
+2 for a bad configuration, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import Config, ConfigError, config_from_dict, dump_config, load_config
+
+PROCESSES = (("rx", "receiver"), ("ch", "channel_sim"), ("tx", "transmitter"))
+STOP_GRACE_S = 10.0
+POLL_S = 0.2
+
+
+def free_tcp_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def endpoint_overrides(transport: str, folder: Path) -> list[str]:
+    names = ("channel_in", "channel_out", "channel_control", "reference")
+    if transport == "ipc":
+        return [f"link.{n}=ipc://{folder / n}" for n in names]
+    return [f"link.{n}=tcp://127.0.0.1:{free_tcp_port()}" for n in names]
+
+
+@dataclass
+class LinkResult:
+    status: int
+    summary: dict | None
+    out_dir: Path
+
+
+class LinkRun:
+    """The three child processes of one link run."""
+
+    def __init__(self, cfg: Config, quiet: bool = False) -> None:
+        self.cfg, self.quiet = cfg, quiet
+        self.out_dir = Path(cfg.link.out_dir)
+        self.children: dict[str, subprocess.Popen] = {}
+        self.threads: list[threading.Thread] = []
+        self.log_lock = threading.Lock()
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "link_config.yaml"
+        config_path.write_text(dump_config(self.cfg))
+        self.log_file = open(self.out_dir / "link.log", "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for tag, module in PROCESSES:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, "--config", str(config_path)],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+            self.children[tag] = proc
+            thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _relay(self, tag: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            text = f"[{tag}] {line.rstrip()}"
+            with self.log_lock:
+                self.log_file.write(text + "\n")
+                loud = " WARNING " in line or " ERROR " in line or "Traceback" in line
+                if not self.quiet or loud:
+                    print(text, file=sys.stderr, flush=True)
+
+    def wait(self, controller: Callable[[str], None] | None = None) -> int:
+        """Wait for all three; a failed process stops the others. Returns the status."""
+        if controller is not None:
+            threading.Thread(target=self._control, args=(controller,), daemon=True).start()
+        while True:
+            codes = {tag: p.poll() for tag, p in self.children.items()}
+            failed = {t: c for t, c in codes.items() if c not in (None, 0)}
+            if failed or self.error:
+                reason = self.error or ", ".join(f"{t} exited with {c}"
+                                                 for t, c in failed.items())
+                print(f"[link] stopping: {reason}", file=sys.stderr, flush=True)
+                self.stop()
+                return 1
+            if all(c == 0 for c in codes.values()):
+                return 0
+            time.sleep(POLL_S)
+
+    def _control(self, controller: Callable[[str], None]) -> None:
+        try:
+            controller(self.cfg.link.channel_control)
+        except Exception as exc:  # reported, and the run is stopped
+            self.error = f"controller failed: {exc}"
+
+    def stop(self) -> None:
+        """SIGINT to every child still running, then SIGKILL after a grace period."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for proc in self.children.values():
+            proc.stdout.close()
+        self.log_file.close()
+
+
+def run_link(cfg: Config, transport: str = "tcp", quiet: bool = False,
+             controller: Callable[[str], None] | None = None) -> LinkResult:
+    """Run the link once with ``cfg`` on fresh endpoints; returns status and summary."""
+    with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
+        cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
+        run = LinkRun(cfg, quiet)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            run.start()
+            status = run.wait(controller)
+        except KeyboardInterrupt:
+            print("[link] interrupted: stopping the three processes", file=sys.stderr)
+            run.stop()
+            status = 130
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            run.close()
+    path = run.out_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else None
+    return LinkResult(status, summary, run.out_dir)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Per-setting table: SNR, channel, PSNR / MS-SSIM per view, frames."""
+    head = (f"{'channel':<15}{'SNR dB':>7}{'PSNR L':>8}{'PSNR R':>8}{'PSNR':>7}"
+            f"{'MS-SSIM L':>10}{'MS-SSIM R':>10}{'frames':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        p, m = r["psnr_db"], r["ms_ssim"]
+        lines.append(f"{r['channel']:<15}{r['snr_db']:>7.1f}{_f(p['left']):>8}"
+                     f"{_f(p['right']):>8}{_f(p['mean']):>7}{_f(m['left'], 3):>10}"
+                     f"{_f(m['right'], 3):>10}{r['frames']:>7}")
+    return "\n".join(lines)
+
+
+def _f(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikelink link", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file or preset (default: defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override any config key")
+    p.add_argument("--model", help="checkpoint (link.model)")
+    p.add_argument("--source", help="folder or split file of pairs, or 'synthetic'")
+    p.add_argument("--frames", type=int, help="frames per pass (0 = the whole source)")
+    p.add_argument("--repeat", type=int, help="passes over the source (0 = forever)")
+    p.add_argument("--fps", type=float, help="frame rate limit (0 = as fast as possible)")
+    p.add_argument("--snr", type=float, help="channel SNR in dB")
+    p.add_argument("--channel", help="awgn, rayleigh_block, rayleigh_fast, rician_block, "
+                   "bsc, erasure")
+    p.add_argument("--csi", choices=["perfect", "none"])
+    p.add_argument("--seed", type=int, help="channel seed")
+    p.add_argument("--crop", choices=["eval", "native"])
+    p.add_argument("--grid", action="store_true", help="also save original/received grids")
+    p.add_argument("--out", help="output folder (link.out_dir)")
+    p.add_argument("--transport", choices=["tcp", "ipc"], default="tcp")
+    p.add_argument("--quiet", action="store_true", help="relay only warnings and errors")
+    return p
+
+
+FLAG_KEYS = {"model": "link.model", "source": "link.source", "frames": "link.frames",
+             "repeat": "link.repeat", "fps": "link.fps", "snr": "channel.snr_db",
+             "channel": "channel.kind", "csi": "channel.csi", "seed": "channel.seed",
+             "crop": "link.crop", "out": "link.out_dir"}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.grid:
+        overrides.append("link.save_grid=true")
+    return load_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_link(cfg, args.transport, args.quiet)
+    if result.summary is not None:
+        print(format_table(result.summary["by_setting"]))
+        s = result.summary
+        print(f"frames sent {s['frames_sent']}, received {s['frames_received']}, lost "
+              f"{s['frames_lost']}, single-view {s['frames_single_view']}; "
+              f"{_f(s['fps'], 1)} fps; latency p50 {_f(s['latency_ms']['p50'], 0)} ms")
+        print(f"outputs: {result.out_dir} (summary.json, frames.jsonl, frames/*.png)")
+    return result.status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

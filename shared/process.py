@@ -1,0 +1,151 @@
+"""Plumbing shared by the link processes: logging, stop signals, sockets, drop counters."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import zmq
+
+from shared.wire import Message, WireError, decode_message, encode_message
+
+POLL_SLICE_MS = 100
+#: libzmq re-establishes a lost connection itself, backing off from 1 s to 32 s; queued
+#: messages survive, which a hand-made close-and-reconnect of a PULL socket would lose.
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 1000, 32000
+
+
+def setup_logging(name: str) -> logging.Logger:
+    """Log lines to stderr, prefixed with the process name."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    return logging.getLogger(name)
+
+
+class StopFlag:
+    """Set by SIGINT or SIGTERM (or by hand); the loops check it between messages."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self.reason = ""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.set(signal.Signals(signum).name)
+
+    def set(self, reason: str) -> None:
+        self.is_set, self.reason = True, reason
+
+
+class DropCounter:
+    """Counts rejected messages by kind and logs the first of each kind."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.counts: Counter[str] = Counter()
+
+    def add(self, where: str, error: WireError) -> None:
+        self.counts[error.kind] += 1
+        if self.counts[error.kind] == 1:
+            self.log.warning("dropped a %s message on %s (%s); further ones of this "
+                             "kind are only counted", error.kind, where, error.detail)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def open_socket(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
+                ) -> zmq.Socket:
+    """A socket with bounded queues that never lingers on close."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    if bind:
+        sock.bind(endpoint)
+    else:
+        sock.connect(endpoint)
+    return sock
+
+
+def receive(sock: zmq.Socket, drops: DropCounter, where: str, max_bytes: int
+            ) -> Message | None:
+    """One message from ``sock`` (which has data); None if it was rejected and counted."""
+    data = sock.recv(copy=True)
+    try:
+        return decode_message(data, max_bytes)
+    except WireError as exc:
+        drops.add(where, exc)
+        return None
+
+
+def send(sock: zmq.Socket, msg: Message, stop: StopFlag | None,
+         bit_packed: set[str] = frozenset(), timeout_s: float | None = None) -> bool:
+    """Send, waiting while the peer's queue is full (back-pressure).
+
+    Returns False when ``stop`` is set or ``timeout_s`` passes before the message left.
+    """
+    data = encode_message(msg, bit_packed)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not (stop is not None and stop.is_set):
+        if sock.poll(POLL_SLICE_MS, zmq.POLLOUT):
+            sock.send(data, copy=False)
+            return True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+    return False
+
+
+class Liveness:
+    """Heartbeat bookkeeping: any message resets it; only time spent waiting counts as
+    silence (not time spent working), and silence for ``liveness`` intervals means the
+    peer is gone (reported once per silent period)."""
+
+    def __init__(self, interval_s: float, liveness: int) -> None:
+        self.interval_s, self.liveness = interval_s, liveness
+        self.silence_s = 0.0
+        self.reported = False
+
+    def heard(self) -> None:
+        self.silence_s = 0.0
+        self.reported = False
+
+    def waited(self, seconds: float) -> None:
+        self.silence_s += seconds
+
+    def newly_silent(self) -> bool:
+        """True once when the silence first exceeds ``liveness`` intervals."""
+        if self.reported or self.silence_s <= self.interval_s * self.liveness:
+            return False
+        self.reported = True
+        return True
+
+
+def close_all(ctx: zmq.Context, sockets: list[zmq.Socket], linger_ms: int = 0) -> None:
+    """Close the sockets and the context. After a clean end of stream pass a linger so
+    that queued messages (the end-of-stream itself) still leave; 0 drops them."""
+    for sock in sockets:
+        sock.close(linger=linger_ms)
+    ctx.term()
+
+
+def drain_linger_ms(hb_interval_s: float, liveness: int) -> int:
+    """How long a clean shutdown waits for queued messages to leave."""
+    return int(1000 * hb_interval_s * liveness)
+
+
+def run_guarded(log: logging.Logger, body: Callable[[], int]) -> int:
+    """Run a process body; an unexpected exception is logged and gives exit status 1."""
+    try:
+        return body()
+    except Exception:
+        log.exception("stopped by an unexpected error")
+        return 1

@@ -1,0 +1,55 @@
+"""Where the transmitter's stereo frames come from: a folder or split file of pairs (any
+layout the loaders know), or the procedural generator (``source: synthetic``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared.config import Config
+from shared.data.crops import eval_crop, pad_to_multiple
+from shared.data.images import read_image, to_float
+from shared.data.pairs import StereoPair, find_pairs, read_split
+from shared.data.synthesis import synthetic_stereo
+from shared.evaluation import Frame
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_SEED = 1234
+DEFAULT_SYNTHETIC_FRAMES = 8
+
+
+def _pairs(cfg: Config) -> list[StereoPair]:
+    path = Path(cfg.link.source)
+    if path.is_file():
+        return read_split(path, cfg.link.source_root or path.parent, cfg.data.on_error)
+    return find_pairs(path, cfg.data.layout, cfg.data.on_error)
+
+
+def count_frames(cfg: Config) -> int:
+    """Frames in one pass over the source (after the ``link.frames`` limit)."""
+    if cfg.link.source == SYNTHETIC:
+        return cfg.link.frames or DEFAULT_SYNTHETIC_FRAMES
+    total = len(_pairs(cfg))
+    return min(total, cfg.link.frames) if cfg.link.frames else total
+
+
+def frames(cfg: Config, stride: int) -> Iterator[tuple[Frame, tuple[int, int]]]:
+    """One pass: (frame, original (H, W)); frames are eval-cropped, or padded to ``stride``
+    in ``native`` mode. Frame indices count from 0 within the pass."""
+    height, width = cfg.data.image_height, cfg.data.image_width
+    if cfg.link.source == SYNTHETIC:
+        n = count_frames(cfg)
+        left, right = synthetic_stereo(n, height, width, SYNTHETIC_SEED)
+        for i in range(n):
+            yield Frame(i, f"synthetic_{i:04d}", left[i], right[i]), (height, width)
+        return
+    for i, pair in enumerate(_pairs(cfg)[:count_frames(cfg)]):
+        left, right = to_float(read_image(pair.left)), to_float(read_image(pair.right))
+        if cfg.link.crop == "eval":
+            left, right = eval_crop(left, height, width), eval_crop(right, height, width)
+            yield Frame(i, pair.name, left, right), (height, width)
+        else:
+            size = tuple(left.shape[-2:])
+            left, _ = pad_to_multiple(left, stride)
+            right, _ = pad_to_multiple(right, stride)
+            yield Frame(i, pair.name, left, right), size

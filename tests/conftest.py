@@ -64,3 +64,21 @@ def calibrate(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor,
         for _ in range(2):
             model(left, right, torch.full((left.shape[0],), snr_db))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A calibrated (untrained) tiny model: enough to check that the link is exact."""
+    from shared.config import load_config
+    from shared.data.synthesis import synthetic_stereo
+    from shared.model.checkpoint import save_checkpoint
+    from shared.model.registry import build_model
+
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    left, right = synthetic_stereo(4, 64, 128, seed=3)
+    calibrate(model, left, right)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict()})
+    return path

@@ -18,7 +18,7 @@ import torch
 import zmq
 
 from channel_sim.settings import describe
-from conftest import REPO, calibrate
+from conftest import REPO
 from shared.channel import WirelessChannel, generator_for
 from shared.channel.modulation import channel_input_from_latent
 from shared.commands.link import endpoint_overrides, run_link
@@ -26,8 +26,7 @@ from shared.config import dump_config, load_config
 from shared.control import ControlClient, ControlError
 from shared.data.synthesis import synthetic_stereo
 from shared.evaluation import evaluate
-from shared.model.checkpoint import load_model, save_checkpoint
-from shared.model.registry import build_model
+from shared.model.checkpoint import load_model
 from shared.protocol import (
     channel_message,
     eos_message,
@@ -38,19 +37,6 @@ from shared.wire import WIRE_VERSION, Message, decode_message, encode_message
 from transmitter.source import frames as source_frames
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A calibrated (untrained) tiny model: enough to check that the link is exact."""
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    left, right = synthetic_stereo(4, 64, 128, seed=3)
-    calibrate(model, left, right)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict()})
-    return path
 
 
 def link_config(tmp: Path, model: Path, *extra: str):

@@ -1,0 +1,95 @@
+"""Sweep: capacity budgets, the 'nothing fits' rule, link and in-process modes agree."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SAMPLES
+from shared.baselines import (
+    budget_bytes,
+    code_at_budget,
+    instantaneous_snr_db,
+)
+from shared.channel.theory import capacity_bits
+from shared.commands.common import load_frames, parse_snrs
+from shared.commands.sweep import main as sweep_main
+from shared.model.checkpoint import load_model
+from shared.sweep import SweepSpec, sweep_in_process, sweep_link
+
+
+def test_bits_per_view_follow_capacity() -> None:
+    # rho = 1/16 at 128x256: n = 6144 complex channel uses per view
+    assert capacity_bits(6144, 10.0) == pytest.approx(6144 * math.log2(11.0))
+    assert budget_bytes(6144, 10.0) == 2656
+    assert budget_bytes(6144, 0.0) == 768
+    assert budget_bytes(6144, -5.0) == int(6144 * math.log2(1 + 10 ** -0.5) // 8)
+
+
+def test_block_fading_uses_the_instantaneous_snr() -> None:
+    assert instantaneous_snr_db("awgn", 5.0, 0, 1, 0) == 5.0
+    faded = [instantaneous_snr_db("rayleigh_block", 5.0, 0, seq, 0) for seq in range(2000)]
+    assert faded[0] == instantaneous_snr_db("rayleigh_block", 5.0, 0, 0, 0)
+    gains = torch.tensor([10 ** ((f - 5.0) / 10) for f in faded])
+    assert gains.mean().item() == pytest.approx(1.0, abs=0.08)  # E|h|^2 = 1
+    with pytest.raises(ValueError, match="bsc"):
+        instantaneous_snr_db("bsc", 5.0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "jpeg2000", "webp"])
+def test_codec_fits_the_budget_or_sends_the_mean(codec: str) -> None:
+    image = load_frames(str(SAMPLES / "stereo"), None, 128, 256, limit=1)[0].left
+    coded, info = code_at_budget(image, codec, 3000)
+    assert 0 < info["bytes"] <= 3000 and info["quality"] is not None
+    assert (coded - image).abs().mean() < 0.1
+    nothing, info = code_at_budget(image, codec, 40)
+    assert info == {"quality": None, "bytes": 0}
+    mean = image.mean(dim=(1, 2))
+    assert torch.allclose(nothing, mean[:, None, None].expand_as(image))
+
+
+def test_snr_lists_and_ranges() -> None:
+    assert parse_snrs("-5:15:2.5") == [-5.0, -2.5, 0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0]
+    assert parse_snrs("0, 3,7") == [0.0, 3.0, 7.0]
+    with pytest.raises(ValueError, match="START:STOP:STEP"):
+        parse_snrs("0:10:0")
+    with pytest.raises(ValueError, match="SNR list"):
+        parse_snrs("loud")
+
+
+def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    model, cfg = load_model(tiny_checkpoint)
+    frames = load_frames(str(SAMPLES / "stereo"), None, cfg.data.image_height,
+                         cfg.data.image_width, limit=2)
+    spec = SweepSpec((("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames))
+    direct = sweep_in_process(model, "tiny", frames, spec)
+    linked = sweep_link(str(tiny_checkpoint), str(SAMPLES / "stereo"), None,
+                        SweepSpec(spec.points, spec.csi, spec.seed, 2), tmp_path)
+    for a, b in zip(direct, linked):
+        assert (a["channel"], a["snr_db"]) == (b["channel"], b["snr_db"])
+        assert b["frames_lost"] == 0
+        for side in ("left", "right", "mean"):
+            assert abs(a["psnr_db"][side] - b["psnr_db"][side]) < 1e-4
+
+
+def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    code = sweep_main(["--model", str(tiny_checkpoint), "--snrs", "0,10", "--frames", "1",
+                       "--channels", "awgn,rician_block", "--baselines", "jpeg2000",
+                       "--mode", "inprocess", "--out", str(tmp_path)])
+    assert code == 0
+    for name in ("sweep.json", "sweep.csv", "psnr.png", "energy.png", "examples.png",
+                 "report.md"):
+        assert (tmp_path / name).exists(), name
+    records = json.loads((tmp_path / "sweep.json").read_text())["records"]
+    assert len(records) == 8  # (model + baseline) x 2 channels x 2 SNRs
+    assert {r["system"] for r in records} == {"tiny", "jpeg2000"}
+    csv_lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("system,kind,channel,csi,snr_db,psnr_left")
+    assert len(csv_lines) == 9
+    assert "| awgn | tiny |" in (tmp_path / "report.md").read_text()
+    assert sweep_main(["--model", str(tiny_checkpoint), "--baselines", "png",
+                       "--out", str(tmp_path)]) == 1

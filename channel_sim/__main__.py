@@ -42,11 +42,22 @@ NAME = "channel"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m channel_sim", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file or preset (default: defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a config key, e.g. channel.snr_db=5")
+    p = argparse.ArgumentParser(
+        prog="python -m channel_sim",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file or preset (default: defaults)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. channel.snr_db=5",
+    )
     return p
 
 
@@ -66,10 +77,15 @@ class ChannelProcess:
         try:
             channel = WirelessChannel.from_config(settings, signalling_for(mode))
         except ValueError as exc:
-            raise ProtocolError(f"latent {mode!r} over channel {settings.kind!r}: {exc}")
+            raise ProtocolError(
+                f"latent {mode!r} over channel {settings.kind!r}: {exc}"
+            )
         x = channel_input_from_latent(latent, mode, steps)
-        use = channel.propagate(channel.transmit(x), torch.tensor([float(settings.snr_db)]),
-                                generator_for(settings.seed, msg.seq, msg.view))
+        use = channel.propagate(
+            channel.transmit(x),
+            torch.tensor([float(settings.snr_db)]),
+            generator_for(settings.seed, msg.seq, msg.view),
+        )
         return channel_message(msg, use, tuple(latent.shape[1:]), describe(settings))
 
     def control(self, raw: bytes) -> Message:
@@ -82,8 +98,12 @@ class ChannelProcess:
             cmd = fields.pop("cmd", None)
             if cmd == "set":
                 from_seq = fields.pop("from_seq", None)
-                if from_seq is not None and (not isinstance(from_seq, int) or from_seq < 0):
-                    raise ProtocolError(f"from_seq {from_seq!r} is not a sequence number")
+                if from_seq is not None and (
+                    not isinstance(from_seq, int) or from_seq < 0
+                ):
+                    raise ProtocolError(
+                        f"from_seq {from_seq!r} is not a sequence number"
+                    )
                 merged = self.settings.change(fields, from_seq)
                 self.counts["control_set"] += 1
                 when = "now" if from_seq is None else f"from frame {from_seq}"
@@ -101,9 +121,12 @@ class ChannelProcess:
             return Message(type="ctrl", meta={"ok": False, "error": str(exc)})
 
     def stats(self) -> dict[str, object]:
-        return {**{f"count_{k}": v for k, v in self.counts.items()},
-                **{f"dropped_{k}": v for k, v in self.drops.counts.items()},
-                "dropped": self.drops.total, **describe(self.settings.base)}
+        return {
+            **{f"count_{k}": v for k, v in self.counts.items()},
+            **{f"dropped_{k}": v for k, v in self.drops.counts.items()},
+            "dropped": self.drops.total,
+            **describe(self.settings.base),
+        }
 
     def serve(self) -> int:
         link = self.cfg.link
@@ -116,19 +139,27 @@ class ChannelProcess:
         poller.register(rep, zmq.POLLIN)
         last_out = time.monotonic()
         linger_ms = 0
-        self.log.info("listening on %s, sending to %s, control on %s", link.channel_in,
-                      link.channel_out, link.channel_control)
+        self.log.info(
+            "listening on %s, sending to %s, control on %s",
+            link.channel_in,
+            link.channel_out,
+            link.channel_control,
+        )
         try:
             while not self.stop.is_set:
                 events = dict(poller.poll(POLL_SLICE_MS))
                 if rep in events:
                     rep.send(encode_message(self.control(rep.recv())))
                 if pull in events:
-                    msg = receive(pull, self.drops, "channel_in", link.max_message_bytes)
+                    msg = receive(
+                        pull, self.drops, "channel_in", link.max_message_bytes
+                    )
                     if msg is not None and self.handle(msg, push):
                         last_out = time.monotonic()
                         if msg.type == "eos":
-                            linger_ms = drain_linger_ms(link.hb_interval_s, link.liveness)
+                            linger_ms = drain_linger_ms(
+                                link.hb_interval_s, link.liveness
+                            )
                             break
                 if time.monotonic() - last_out > link.hb_interval_s:
                     if push.poll(0, zmq.POLLOUT):
@@ -136,7 +167,9 @@ class ChannelProcess:
                     last_out = time.monotonic()
         finally:
             close_all(ctx, [pull, push, rep], linger_ms)
-        self.log.info("done (%s): %s", self.stop.reason or "end of stream", self.stats())
+        self.log.info(
+            "done (%s): %s", self.stop.reason or "end of stream", self.stats()
+        )
         return 0
 
     def handle(self, msg: Message, push: zmq.Socket) -> bool:
@@ -152,11 +185,15 @@ class ChannelProcess:
             self.counts["forwarded"] += sent
             return sent
         if msg.type == "eos":
-            self.log.info("end of stream from the transmitter: %d frames sent",
-                          msg.meta.get("frames_sent", -1))
+            self.log.info(
+                "end of stream from the transmitter: %d frames sent",
+                msg.meta.get("frames_sent", -1),
+            )
             return send(push, msg, self.stop)
         if msg.type == "ctrl":
-            self.drops.add("channel_in", ProtocolError("control message on the data socket"))
+            self.drops.add(
+                "channel_in", ProtocolError("control message on the data socket")
+            )
         return False
 
 

@@ -9,9 +9,16 @@ from typing import Any
 from shared.config import ChannelConfig, ConfigError, section_from_dict
 
 #: Control fields and the ChannelConfig keys they set.
-CONTROL_FIELDS = {"snr_db": "snr_db", "channel": "kind", "csi": "csi",
-                  "equalizer": "equalizer", "rician_k": "rician_k",
-                  "flip_prob": "flip_prob", "erasure_prob": "erasure_prob", "seed": "seed"}
+CONTROL_FIELDS = {
+    "snr_db": "snr_db",
+    "channel": "kind",
+    "csi": "csi",
+    "equalizer": "equalizer",
+    "rician_k": "rician_k",
+    "flip_prob": "flip_prob",
+    "erasure_prob": "erasure_prob",
+    "seed": "seed",
+}
 
 
 class ChannelSettings:
@@ -21,19 +28,24 @@ class ChannelSettings:
         self.base = base
         self.schedule: list[tuple[int, dict[str, Any]]] = []
 
-    def change(self, fields: dict[str, Any], from_seq: int | None = None) -> ChannelConfig:
+    def change(
+        self, fields: dict[str, Any], from_seq: int | None = None
+    ) -> ChannelConfig:
         """Validate and apply ``fields`` (control names); returns the resulting settings.
 
         Raises ConfigError naming the field when a value is not allowed.
         """
         unknown = sorted(set(fields) - set(CONTROL_FIELDS))
         if unknown:
-            raise ConfigError(f"control field '{unknown[0]}' is unknown; allowed: "
-                              f"{', '.join(CONTROL_FIELDS)}")
+            raise ConfigError(
+                f"control field '{unknown[0]}' is unknown; allowed: "
+                f"{', '.join(CONTROL_FIELDS)}"
+            )
         renamed = {CONTROL_FIELDS[k]: v for k, v in fields.items()}
         target = self.base if from_seq is None else self.at(from_seq)
-        merged = section_from_dict(ChannelConfig,
-                                   {**dataclasses.asdict(target), **renamed}, "channel")
+        merged = section_from_dict(
+            ChannelConfig, {**dataclasses.asdict(target), **renamed}, "channel"
+        )
         if from_seq is None:
             self.base = merged
         else:

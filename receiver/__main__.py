@@ -45,20 +45,36 @@ NAME = "receiver"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m receiver", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file or preset (default: defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a config key, e.g. link.out_dir=DIR")
+    p = argparse.ArgumentParser(
+        prog="python -m receiver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file or preset (default: defaults)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. link.out_dir=DIR",
+    )
     return p
 
 
 def receiver_channel(meta: dict) -> WirelessChannel:
     """The receive stage matching the settings the channel process stamped on a view."""
-    return WirelessChannel(kind=meta["channel"], signalling=signalling_for(meta["latent"]),
-                           csi=meta["csi"], equalizer=meta["equalizer"],
-                           rician_k=meta["rician_k"], flip_prob=meta["flip_prob"],
-                           erasure_prob=meta["erasure_prob"])
+    return WirelessChannel(
+        kind=meta["channel"],
+        signalling=signalling_for(meta["latent"]),
+        csi=meta["csi"],
+        equalizer=meta["equalizer"],
+        rician_k=meta["rician_k"],
+        flip_prob=meta["flip_prob"],
+        erasure_prob=meta["erasure_prob"],
+    )
 
 
 class ReceiverProcess:
@@ -83,7 +99,9 @@ class ReceiverProcess:
             use, shape, meta = frame.views[view]
             channel = receiver_channel(meta)
             softs[view] = channel.receive(use)
-            snrs[view] = channel.snr_known_db(torch.tensor([float(meta["snr_db"])]), use)
+            snrs[view] = channel.snr_known_db(
+                torch.tensor([float(meta["snr_db"])]), use
+            )
             metas[view] = meta
         for view in (0, 1):  # a lost view enters as an erased (all-zero) block
             if view not in softs:
@@ -96,28 +114,43 @@ class ReceiverProcess:
         meter.frames = 1
         meta = metas[views[0]]
         height, width = meta["orig_height"], meta["orig_width"]
-        recon = {v: out[f"x_hat_{s}"][..., :height, :width]
-                 for v, s in ((0, "left"), (1, "right"))}
+        recon = {
+            v: out[f"x_hat_{s}"][..., :height, :width]
+            for v, s in ((0, "left"), (1, "right"))
+        }
         self.write_images(seq, frame, recon, views)
         record = self.record(seq, frame, recon, views, meta, meter, t0)
         self.frames.add(record)
         self.log.info(
             "frame %d %s | %s %.1f dB | PSNR L %s R %s dB | MS-SSIM L %s R %s | %.0f ms",
-            seq, meta["name"], meta["channel"], meta["snr_db"],
-            _fmt(record["psnr_left"]), _fmt(record["psnr_right"]),
-            _fmt(record["ms_ssim_left"], 3), _fmt(record["ms_ssim_right"], 3),
-            record["latency_ms"])
+            seq,
+            meta["name"],
+            meta["channel"],
+            meta["snr_db"],
+            _fmt(record["psnr_left"]),
+            _fmt(record["psnr_right"]),
+            _fmt(record["ms_ssim_left"], 3),
+            _fmt(record["ms_ssim_right"], 3),
+            record["latency_ms"],
+        )
 
     def record(self, seq, frame, recon, views, meta, meter, t0) -> dict:
-        ref = Frame(seq, meta["name"], frame.refs.get(0, recon[0][0]),
-                    frame.refs.get(1, recon[1][0]))
+        ref = Frame(
+            seq,
+            meta["name"],
+            frame.refs.get(0, recon[0][0]),
+            frame.refs.get(1, recon[1][0]),
+        )
         values = frame_metrics(ref, {"x_hat_left": recon[0], "x_hat_right": recon[1]})
         for view, side in ((0, "left"), (1, "right")):
             if view not in views:
                 values[f"psnr_{side}"] = values[f"ms_ssim_{side}"] = None
         dec = meter.summary().get("decoder", {"energy_pj": 0.0})
-        dec_rates = [float(r) for n, r in self.model.firing_rates().items()
-                     if n.startswith("decoder")]
+        dec_rates = [
+            float(r)
+            for n, r in self.model.firing_rates().items()
+            if n.startswith("decoder")
+        ]
         layers = meta["enc_layers"] + len(dec_rates)
         size = (meta["height"], meta["width"])
         if size not in self.twin_pj:
@@ -126,27 +159,39 @@ class ReceiverProcess:
         done = time.time()
         t_tx = min(frame.views[v][2]["t_tx"] for v in views)
         return {
-            "seq": seq, "name": meta["name"], "views": views, "snr_db": meta["snr_db"],
-            "channel": meta["channel"], "csi": meta["csi"], **values,
+            "seq": seq,
+            "name": meta["name"],
+            "views": views,
+            "snr_db": meta["snr_db"],
+            "channel": meta["channel"],
+            "csi": meta["csi"],
+            **values,
             "latency_ms": 1000.0 * (done - t_tx),
             "decode_ms": 1000.0 * (time.monotonic() - t0),
             "firing_rate": (meta["enc_rate_sum"] + sum(dec_rates)) / max(layers, 1),
             "energy_pj_snn": meta["enc_energy_pj"] + dec["energy_pj"]
-            if meta.get("model_kind") == "snn" else None,
+            if meta.get("model_kind") == "snn"
+            else None,
             "t_done": done,
         }
 
-    def write_images(self, seq: int, frame: PendingFrame, recon: dict, views: list) -> None:
+    def write_images(
+        self, seq: int, frame: PendingFrame, recon: dict, views: list
+    ) -> None:
         link = self.cfg.link
         if link.save_png:
             for view in views:
                 side = "left" if view == 0 else "right"
-                save_png(recon[view][0], self.out_dir / "frames" / f"{seq:06d}_{side}.png")
+                save_png(
+                    recon[view][0], self.out_dir / "frames" / f"{seq:06d}_{side}.png"
+                )
         if link.save_grid and len(views) == 2 and len(frame.refs) == 2:
             top = torch.cat((frame.refs[0], frame.refs[1]), dim=-1)
             bottom = torch.cat((recon[0][0], recon[1][0]), dim=-1)
-            save_png(torch.cat((top, bottom), dim=-2),
-                     self.out_dir / "grid" / f"{seq:06d}.png")
+            save_png(
+                torch.cat((top, bottom), dim=-2),
+                self.out_dir / "grid" / f"{seq:06d}.png",
+            )
 
     # ------------------------------------------------------------------ loop
 
@@ -161,7 +206,9 @@ class ReceiverProcess:
         except WireError as exc:
             self.drops.add("channel_out", exc)
             return
-        for seq, frame in self.assembler.add_view(msg.seq, msg.view, (use, shape, meta)):
+        for seq, frame in self.assembler.add_view(
+            msg.seq, msg.view, (use, shape, meta)
+        ):
             self.decode(seq, frame)
 
     def on_reference(self, msg) -> None:
@@ -183,7 +230,9 @@ class ReceiverProcess:
         liveness = Liveness(link.hb_interval_s, link.liveness)
         t_report = time.monotonic()
         status = 0
-        self.log.info("receiving from %s, references on %s", link.channel_out, link.reference)
+        self.log.info(
+            "receiving from %s, references on %s", link.channel_out, link.reference
+        )
         try:
             while not self.stop.is_set and self.frames_sent is None:
                 poller = zmq.Poller()
@@ -194,7 +243,9 @@ class ReceiverProcess:
                 if data not in events:
                     liveness.waited(time.monotonic() - t_poll)
                 else:
-                    msg = receive(data, self.drops, "channel_out", link.max_message_bytes)
+                    msg = receive(
+                        data, self.drops, "channel_out", link.max_message_bytes
+                    )
                     liveness.heard()
                     if msg is not None:
                         self.on_data(msg)
@@ -203,12 +254,16 @@ class ReceiverProcess:
                     if msg is not None:
                         self.on_reference(msg)
                 if liveness.newly_silent():
-                    self.log.warning("no message (not even a heartbeat) from the channel for "
-                                     "%.1f s; libzmq keeps reconnecting with back-off",
-                                     liveness.silence_s)
+                    self.log.warning(
+                        "no message (not even a heartbeat) from the channel for "
+                        "%.1f s; libzmq keeps reconnecting with back-off",
+                        liveness.silence_s,
+                    )
                 if liveness.silence_s > link.idle_timeout_s:
-                    self.log.error("nothing from the channel for %.0f s; giving up",
-                                   link.idle_timeout_s)
+                    self.log.error(
+                        "nothing from the channel for %.0f s; giving up",
+                        link.idle_timeout_s,
+                    )
                     status = 1
                     break
                 if time.monotonic() - t_report > link.summary_every_s:
@@ -221,10 +276,15 @@ class ReceiverProcess:
             close_all(ctx, [data, ref])
         summary = self.summary()
         (self.out_dir / "summary.json").write_text(_dumps(summary))
-        self.log.info("summary: %d of %s frames, PSNR %s dB, MS-SSIM %s, %s fps -> %s",
-                      summary["frames_received"], summary["frames_sent"],
-                      _fmt(summary["psnr_db"]["mean"]), _fmt(summary["ms_ssim"]["mean"], 3),
-                      _fmt(summary["fps"], 1), self.out_dir / "summary.json")
+        self.log.info(
+            "summary: %d of %s frames, PSNR %s dB, MS-SSIM %s, %s fps -> %s",
+            summary["frames_received"],
+            summary["frames_sent"],
+            _fmt(summary["psnr_db"]["mean"]),
+            _fmt(summary["ms_ssim"]["mean"], 3),
+            _fmt(summary["fps"], 1),
+            self.out_dir / "summary.json",
+        )
         return status
 
     def drain_references(self, ref: zmq.Socket) -> None:
@@ -240,19 +300,28 @@ class ReceiverProcess:
     def report_progress(self) -> None:
         records = self.frames.records
         complete = [r["psnr_left"] for r in records if r["psnr_left"] is not None]
-        self.log.info("progress: %d frames decoded, mean left PSNR %s dB, %d dropped",
-                      len(records), _fmt(sum(complete) / len(complete) if complete else None),
-                      self.drops.total)
+        self.log.info(
+            "progress: %d frames decoded, mean left PSNR %s dB, %d dropped",
+            len(records),
+            _fmt(sum(complete) / len(complete) if complete else None),
+            self.drops.total,
+        )
 
     def summary(self) -> dict:
-        return build_summary(self.frames.records, self.frames_sent, {
-            "rho": self.uses.get("rho"), "channel_uses_per_view": self.uses.get("n"),
-            "source_values_per_view": self.uses.get("k"),
-            "energy_pj_cnn_twin": next(iter(self.twin_pj.values()), None),
-            "dropped_messages": dict(self.drops.counts),
-            "model": self.cfg.link.model, "model_config": self.model_cfg.to_dict()["model"],
-            "config": self.cfg.to_dict(),
-        })
+        return build_summary(
+            self.frames.records,
+            self.frames_sent,
+            {
+                "rho": self.uses.get("rho"),
+                "channel_uses_per_view": self.uses.get("n"),
+                "source_values_per_view": self.uses.get("k"),
+                "energy_pj_cnn_twin": next(iter(self.twin_pj.values()), None),
+                "dropped_messages": dict(self.drops.counts),
+                "model": self.cfg.link.model,
+                "model_config": self.model_cfg.to_dict()["model"],
+                "config": self.cfg.to_dict(),
+            },
+        )
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

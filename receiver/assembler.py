@@ -35,7 +35,9 @@ class FrameAssembler:
         self.newest = -1
         self.given_up = 0
 
-    def add_view(self, seq: int, view: int, item: Any) -> list[tuple[int, PendingFrame]]:
+    def add_view(
+        self, seq: int, view: int, item: Any
+    ) -> list[tuple[int, PendingFrame]]:
         self.pending.setdefault(seq, PendingFrame()).views[view] = item
         if seq > self.newest:
             for earlier, frame in self.pending.items():
@@ -44,8 +46,9 @@ class FrameAssembler:
             self.newest = seq
         return self._take_ready()
 
-    def add_reference(self, seq: int, view: int, image: Tensor
-                      ) -> list[tuple[int, PendingFrame]]:
+    def add_reference(
+        self, seq: int, view: int, image: Tensor
+    ) -> list[tuple[int, PendingFrame]]:
         self.pending.setdefault(seq, PendingFrame()).refs[view] = image
         return self._take_ready()
 
@@ -66,8 +69,11 @@ class FrameAssembler:
         ready = sorted((s, f) for s, f in self.pending.items() if f.ready())
         for seq, _ in ready:
             del self.pending[seq]
-        stale = [s for s, f in self.pending.items()
-                 if not f.views and s < self.newest - GIVE_UP_AFTER]
+        stale = [
+            s
+            for s, f in self.pending.items()
+            if not f.views and s < self.newest - GIVE_UP_AFTER
+        ]
         for seq in stale:
             del self.pending[seq]
         return ready

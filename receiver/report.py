@@ -30,10 +30,18 @@ def group_by_setting(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (channel, csi, snr_db), group in sorted(groups.items()):
         metrics = summarise(group)
-        out.append({"channel": channel, "csi": csi, "snr_db": snr_db, "frames": len(group),
-                    "psnr_db": metrics["psnr"], "ms_ssim": metrics["ms_ssim"],
-                    "firing_rate": statistics.fmean(r["firing_rate"] for r in group),
-                    "energy_pj_snn": _mean_or_none([r["energy_pj_snn"] for r in group])})
+        out.append(
+            {
+                "channel": channel,
+                "csi": csi,
+                "snr_db": snr_db,
+                "frames": len(group),
+                "psnr_db": metrics["psnr"],
+                "ms_ssim": metrics["ms_ssim"],
+                "firing_rate": statistics.fmean(r["firing_rate"] for r in group),
+                "energy_pj_snn": _mean_or_none([r["energy_pj_snn"] for r in group]),
+            }
+        )
     return out
 
 
@@ -42,32 +50,48 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return statistics.fmean(kept) if kept else None
 
 
-def build_summary(records: list[dict[str, Any]], frames_sent: int | None,
-                  extra: dict[str, Any]) -> dict[str, Any]:
+def build_summary(
+    records: list[dict[str, Any]], frames_sent: int | None, extra: dict[str, Any]
+) -> dict[str, Any]:
     """The summary of a run; ``extra`` adds model, config, sizes and counters."""
     complete = [r for r in records if len(r["views"]) == 2]
-    metrics = summarise(complete) if complete else {
-        "psnr": {"left": None, "right": None, "mean": None},
-        "ms_ssim": {"left": None, "right": None, "mean": None}}
+    metrics = (
+        summarise(complete)
+        if complete
+        else {
+            "psnr": {"left": None, "right": None, "mean": None},
+            "ms_ssim": {"left": None, "right": None, "mean": None},
+        }
+    )
     received = len(records)
     latencies = [r["latency_ms"] for r in records]
     times = [r["t_done"] for r in records]
-    fps = (received - 1) / (times[-1] - times[0]) if received > 1 and times[-1] > times[0] \
+    fps = (
+        (received - 1) / (times[-1] - times[0])
+        if received > 1 and times[-1] > times[0]
         else None
+    )
     snrs = sorted({r["snr_db"] for r in records})
     channels = sorted({r["channel"] for r in records})
     return {
-        "frames_sent": frames_sent, "frames_received": received,
+        "frames_sent": frames_sent,
+        "frames_received": received,
         "frames_lost": None if frames_sent is None else frames_sent - received,
         "frames_single_view": received - len(complete),
-        "psnr_db": metrics["psnr"], "ms_ssim": metrics["ms_ssim"],
+        "psnr_db": metrics["psnr"],
+        "ms_ssim": metrics["ms_ssim"],
         "snr_db": snrs[0] if len(snrs) == 1 else snrs,
         "channel": channels[0] if len(channels) == 1 else channels,
         "fps": fps,
-        "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+        },
         "firing_rate": _mean_or_none([r["firing_rate"] for r in records]),
-        "energy_pj_per_frame": {"snn": _mean_or_none([r["energy_pj_snn"] for r in records]),
-                                "cnn_twin": extra.pop("energy_pj_cnn_twin", None)},
+        "energy_pj_per_frame": {
+            "snn": _mean_or_none([r["energy_pj_snn"] for r in records]),
+            "cnn_twin": extra.pop("energy_pj_cnn_twin", None),
+        },
         "by_setting": group_by_setting(records),
         **extra,
     }

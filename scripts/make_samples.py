@@ -19,7 +19,9 @@ from shared.data.pairs import read_split
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--root", required=True, help="data root the split is relative to")
+    parser.add_argument(
+        "--root", required=True, help="data root the split is relative to"
+    )
     parser.add_argument("--split", default="shared/configs/splits/shared_val.txt")
     parser.add_argument("--out", default="samples/stereo")
     parser.add_argument("--height", type=int, default=128)

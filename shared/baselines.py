@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,8 +25,9 @@ from shared.channel.theory import capacity_bits
 CODECS = ("jpeg", "jpeg2000", "webp")
 
 
-def instantaneous_snr_db(channel: str, snr_db: float, seed: int, seq: int, view: int,
-                         rician_k: float = 3.0) -> float:
+def instantaneous_snr_db(
+    channel: str, snr_db: float, seed: int, seq: int, view: int, rician_k: float = 3.0
+) -> float:
     """The SNR a view sees: the nominal one, or ``|h|^2 SNR`` for block fading."""
     g = generator_for(seed, "baseline", seq, view)
     if channel == "rayleigh_block":
@@ -67,8 +67,13 @@ def _encode(img: Image.Image, codec: str, quality: int) -> bytes:
     elif codec == "jpeg2000":
         # quality q in 1..100 maps to a compression ratio from 4096:1 down to 2:1
         ratio = 2.0 ** (12.0 - 11.0 * (quality - 1) / 99.0)
-        img.save(out, "JPEG2000", quality_mode="rates", quality_layers=[ratio],
-                 irreversible=True)
+        img.save(
+            out,
+            "JPEG2000",
+            quality_mode="rates",
+            quality_layers=[ratio],
+            irreversible=True,
+        )
     else:
         raise ValueError(f"codec {codec!r}; allowed: {', '.join(CODECS)}")
     return out.getvalue()

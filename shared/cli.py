@@ -10,12 +10,21 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("shared.commands.demo", "run the link on the bundled samples at a few SNRs"),
-    "link": ("shared.commands.link", "start transmitter, channel and receiver and stream"),
+    "demo": (
+        "shared.commands.demo",
+        "run the link on the bundled samples at a few SNRs",
+    ),
+    "link": (
+        "shared.commands.link",
+        "start transmitter, channel and receiver and stream",
+    ),
     "sweep": ("shared.commands.sweep", "quality vs SNR over channels, with baselines"),
     "train": ("trainer.__main__", "train a model (also: python -m trainer)"),
     "eval": ("shared.commands.eval", "evaluate a model in one process"),
-    "energy": ("shared.commands.energy", "firing rates, operations and energy per frame"),
+    "energy": (
+        "shared.commands.energy",
+        "firing rates, operations and energy per frame",
+    ),
     "transmitter": ("transmitter.__main__", "the transmitter process alone"),
     "channel": ("channel_sim.__main__", "the channel process alone"),
     "receiver": ("receiver.__main__", "the receiver process alone"),
@@ -23,8 +32,11 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: spikelink <command> [options]   (spikelink <command> --help)", "",
-             "commands:"]
+    lines = [
+        "usage: spikelink <command> [options]   (spikelink <command> --help)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<12} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 

@@ -32,8 +32,13 @@ class ConfigError(ValueError):
     """A configuration value or key is not allowed; the message names the key."""
 
 
-def _bounded(default: Any, lo: float | None = None, hi: float | None = None, *,
-             lo_open: bool = False) -> Any:
+def _bounded(
+    default: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+) -> Any:
     """A dataclass field with numeric bounds ``lo <= value <= hi`` (``lo < value`` if open)."""
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
 
@@ -86,7 +91,12 @@ class DataConfig:
     stereo: tuple[str, ...] = ("stereo",)
     mono: tuple[str, ...] = ()
     layout: Literal[
-        "auto", "generic", "kitti2012", "kitti2015", "kitti_raw", "instereo2k",
+        "auto",
+        "generic",
+        "kitti2012",
+        "kitti2015",
+        "kitti_raw",
+        "instereo2k",
         "middlebury",
     ] = "auto"
     train_split: str = ""
@@ -232,9 +242,12 @@ def _describe_type(hint: Any) -> str:
         return " or ".join(_describe_type(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "null"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _describe_bounds(meta: typing.Mapping[str, Any]) -> str:
@@ -328,7 +341,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+        raise ConfigError(
+            f"override {text!r}: value is not valid YAML ({exc})"
+        ) from exc
     return path, value
 
 
@@ -382,8 +397,9 @@ def check_channel_fits(channel_kind: str, latent: str) -> None:
         )
 
 
-def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
-                     ) -> Config:
+def config_from_dict(
+    data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Build a checked Config from a nested dict plus ``key=value`` overrides."""
     tree = _to_plain(data)
     for text in overrides:
@@ -398,26 +414,35 @@ def config_from_stored(data: dict[str, Any]) -> Config:
     The ``model`` section must be valid as it stands (it decides the weights' shapes);
     keys of other sections that this version does not know are dropped with a warning.
     """
-    known = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+    known = {
+        f.name: typing.get_type_hints(Config)[f.name]
+        for f in dataclasses.fields(Config)
+    }
     kept: dict[str, Any] = {}
     for section, value in data.items():
         if section not in known or not isinstance(value, dict):
-            log.warning("stored config: section %r ignored (unknown to this version)",
-                        section)
+            log.warning(
+                "stored config: section %r ignored (unknown to this version)", section
+            )
             continue
         if section != "model":
             fields = {f.name for f in dataclasses.fields(known[section])}
             dropped = sorted(set(value) - fields)
             if dropped:
-                log.warning("stored config: keys %s of section %r ignored (unknown to "
-                            "this version)", dropped, section)
+                log.warning(
+                    "stored config: keys %s of section %r ignored (unknown to "
+                    "this version)",
+                    dropped,
+                    section,
+                )
             value = {k: v for k, v in value.items() if k in fields}
         kept[section] = value
     return config_from_dict(kept)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-                ) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Load a YAML file (or a preset name) and apply overrides; None means defaults."""
     data = read_yaml(path) if path else {}
     return config_from_dict(data, overrides)

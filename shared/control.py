@@ -19,8 +19,12 @@ class ControlClient:
     """Send ``ctrl`` requests to the channel; a lost reply recreates the socket (the
     "lazy pirate" pattern) and retries."""
 
-    def __init__(self, endpoint: str, timeout_ms: int = REQUEST_TIMEOUT_MS,
-                 retries: int = REQUEST_RETRIES) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_ms: int = REQUEST_TIMEOUT_MS,
+        retries: int = REQUEST_RETRIES,
+    ) -> None:
         self.endpoint, self.timeout_ms, self.retries = endpoint, timeout_ms, retries
         self.ctx = zmq.Context()
         self.sock = self._connect()
@@ -43,8 +47,10 @@ class ControlClient:
                 return reply
             self.sock.close(linger=0)
             self.sock = self._connect()
-        raise ControlError(f"no reply from the channel control socket {self.endpoint} "
-                           f"after {self.retries} tries")
+        raise ControlError(
+            f"no reply from the channel control socket {self.endpoint} "
+            f"after {self.retries} tries"
+        )
 
     def close(self) -> None:
         self.sock.close(linger=0)

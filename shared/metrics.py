@@ -51,8 +51,9 @@ def ms_ssim(a: Tensor, b: Tensor) -> Tensor:
         )
     a = a.detach().float().clamp(0.0, 1.0)
     b = b.detach().float().clamp(0.0, 1.0)
-    return _ms_ssim(a, b, data_range=1.0, win_size=MSSSIM_WIN_SIZE,
-                    size_average=False).double()
+    return _ms_ssim(
+        a, b, data_range=1.0, win_size=MSSSIM_WIN_SIZE, size_average=False
+    ).double()
 
 
 def mean_and_sem(values: Iterable[float]) -> tuple[float, float]:

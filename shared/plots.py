@@ -20,8 +20,12 @@ def _systems(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["system"] for r in records))
 
 
-def plot_quality(records: Sequence[dict[str, Any]], metric: str, path: Path,
-                 train_ranges: dict[str, tuple[float, float]]) -> Path | None:
+def plot_quality(
+    records: Sequence[dict[str, Any]],
+    metric: str,
+    path: Path,
+    train_ranges: dict[str, tuple[float, float]],
+) -> Path | None:
     """One panel per channel; one line (mean of both views, +- standard error) per system.
 
     The training SNR range of each model is shaded (a line when it is one SNR).
@@ -33,41 +37,69 @@ def plot_quality(records: Sequence[dict[str, Any]], metric: str, path: Path,
     channels = list(dict.fromkeys(r["channel"] for r in usable))
     systems = _systems(usable)
     colours = {s: f"C{i % 10}" for i, s in enumerate(systems)}
-    fig, axes = plt.subplots(1, len(channels), figsize=(5.2 * len(channels), 4.2),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(channels), figsize=(5.2 * len(channels), 4.2), squeeze=False, sharey=True
+    )
     for ax, channel in zip(axes[0], channels):
         for (lo, hi), names in _group_ranges(train_ranges).items():
             if lo == hi:
                 ax.axvline(lo, color="0.6", linestyle=":", linewidth=1.2)
             else:
                 ax.axvspan(lo, hi, color="0.9", zorder=0)
-            ax.text(lo, 0.02, f" trained: {', '.join(names)}", transform=ax.get_xaxis_transform(),
-                    fontsize=7, color="0.35", va="bottom")
+            ax.text(
+                lo,
+                0.02,
+                f" trained: {', '.join(names)}",
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                color="0.35",
+                va="bottom",
+            )
         for i, system in enumerate(systems):
-            rows = sorted((r for r in usable if r["channel"] == channel
-                           and r["system"] == system), key=lambda r: r["snr_db"])
+            rows = sorted(
+                (
+                    r
+                    for r in usable
+                    if r["channel"] == channel and r["system"] == system
+                ),
+                key=lambda r: r["snr_db"],
+            )
             if not rows:
                 continue
-            ax.errorbar([r["snr_db"] for r in rows], [r[metric]["mean"] for r in rows],
-                        yerr=[r[metric].get("mean_sem", 0.0) for r in rows],
-                        label=system, color=colours[system], marker=MARKERS[i % len(MARKERS)],
-                        markersize=4, linewidth=1.4, capsize=2,
-                        linestyle="--" if rows[0]["kind"] == "baseline" else "-")
+            ax.errorbar(
+                [r["snr_db"] for r in rows],
+                [r[metric]["mean"] for r in rows],
+                yerr=[r[metric].get("mean_sem", 0.0) for r in rows],
+                label=system,
+                color=colours[system],
+                marker=MARKERS[i % len(MARKERS)],
+                markersize=4,
+                linewidth=1.4,
+                capsize=2,
+                linestyle="--" if rows[0]["kind"] == "baseline" else "-",
+            )
         ax.set_title(f"{channel} ({rows[0]['csi'] if rows else ''} CSI)", fontsize=10)
         ax.set_xlabel("channel SNR, Es/N0 (dB)")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel(f"{label}, mean of both views")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 6),
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
 
-def _group_ranges(train_ranges: dict[str, tuple[float, float]]
-                  ) -> dict[tuple[float, float], list[str]]:
+def _group_ranges(
+    train_ranges: dict[str, tuple[float, float]],
+) -> dict[tuple[float, float], list[str]]:
     groups: dict[tuple[float, float], list[str]] = {}
     for name, rng in train_ranges.items():
         groups.setdefault(rng, []).append(name)
@@ -92,7 +124,9 @@ def plot_energy(records: Sequence[dict[str, Any]], path: Path) -> Path | None:
     ax.bar([x + 0.2 for x in xs], twin, width=0.38, label="CNN twin (MAC)")
     for x, value in zip(xs, snn):
         if value:
-            ax.text(x - 0.2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
+            ax.text(
+                x - 0.2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=7
+            )
     for x, value in zip(xs, twin):
         ax.text(x + 0.2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(list(xs), names, fontsize=8)
@@ -106,13 +140,15 @@ def plot_energy(records: Sequence[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def plot_examples(original: torch.Tensor, examples: dict[str, list[tuple[float, Any]]],
-                  path: Path) -> Path:
+def plot_examples(
+    original: torch.Tensor, examples: dict[str, list[tuple[float, Any]]], path: Path
+) -> Path:
     """Rows: original, then each system; columns: the chosen SNRs (left view)."""
     snrs = [snr for snr, _ in next(iter(examples.values()))]
     rows = 1 + len(examples)
-    fig, axes = plt.subplots(rows, len(snrs), figsize=(3.0 * len(snrs), 1.75 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, len(snrs), figsize=(3.0 * len(snrs), 1.75 * rows), squeeze=False
+    )
     for col in range(len(snrs)):
         axes[0][col].imshow(original.permute(1, 2, 0).clamp(0, 1).numpy())
         axes[0][col].set_title("original", fontsize=7)
@@ -120,8 +156,10 @@ def plot_examples(original: torch.Tensor, examples: dict[str, list[tuple[float, 
         for col, (snr, image) in enumerate(items):
             mse = float((image - original).square().mean())
             axes[row][col].imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[row][col].set_title(f"{name}, {snr:g} dB: {10 * torch.log10(torch.tensor(1 / mse)):.1f} dB",
-                                     fontsize=7)
+            axes[row][col].set_title(
+                f"{name}, {snr:g} dB: {10 * torch.log10(torch.tensor(1 / mse)):.1f} dB",
+                fontsize=7,
+            )
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()

@@ -21,8 +21,12 @@ RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 1000, 32000
 
 def setup_logging(name: str) -> logging.Logger:
     """Log lines to stderr, prefixed with the process name."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
-                        format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        force=True,
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+    )
     return logging.getLogger(name)
 
 
@@ -52,16 +56,22 @@ class DropCounter:
     def add(self, where: str, error: WireError) -> None:
         self.counts[error.kind] += 1
         if self.counts[error.kind] == 1:
-            self.log.warning("dropped a %s message on %s (%s); further ones of this "
-                             "kind are only counted", error.kind, where, error.detail)
+            self.log.warning(
+                "dropped a %s message on %s (%s); further ones of this "
+                "kind are only counted",
+                error.kind,
+                where,
+                error.detail,
+            )
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
 
-def open_socket(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
-                ) -> zmq.Socket:
+def open_socket(
+    ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
+) -> zmq.Socket:
     """A socket with bounded queues that never lingers on close."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
@@ -76,8 +86,9 @@ def open_socket(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
     return sock
 
 
-def receive(sock: zmq.Socket, drops: DropCounter, where: str, max_bytes: int
-            ) -> Message | None:
+def receive(
+    sock: zmq.Socket, drops: DropCounter, where: str, max_bytes: int
+) -> Message | None:
     """One message from ``sock`` (which has data); None if it was rejected and counted."""
     data = sock.recv(copy=True)
     try:
@@ -87,8 +98,13 @@ def receive(sock: zmq.Socket, drops: DropCounter, where: str, max_bytes: int
         return None
 
 
-def send(sock: zmq.Socket, msg: Message, stop: StopFlag | None,
-         bit_packed: set[str] = frozenset(), timeout_s: float | None = None) -> bool:
+def send(
+    sock: zmq.Socket,
+    msg: Message,
+    stop: StopFlag | None,
+    bit_packed: set[str] = frozenset(),
+    timeout_s: float | None = None,
+) -> bool:
     """Send, waiting while the peer's queue is full (back-pressure).
 
     Returns False when ``stop`` is set or ``timeout_s`` passes before the message left.

@@ -32,8 +32,15 @@ from shared.channel.wireless import ChannelUse
 from shared.wire import Message, WireError
 
 LEFT, RIGHT = 0, 1
-CHANNEL_META = ("snr_db", "channel", "csi", "equalizer", "rician_k", "flip_prob",
-                "erasure_prob")
+CHANNEL_META = (
+    "snr_db",
+    "channel",
+    "csi",
+    "equalizer",
+    "rician_k",
+    "flip_prob",
+    "erasure_prob",
+)
 
 
 class ProtocolError(WireError):
@@ -43,7 +50,9 @@ class ProtocolError(WireError):
         super().__init__("protocol", detail)
 
 
-def _require(meta: Mapping[str, object], name: str, kind: type | tuple[type, ...]) -> object:
+def _require(
+    meta: Mapping[str, object], name: str, kind: type | tuple[type, ...]
+) -> object:
     value = meta.get(name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise ProtocolError(f"meta {name!r} missing or not {kind}")
@@ -53,13 +62,26 @@ def _require(meta: Mapping[str, object], name: str, kind: type | tuple[type, ...
 # ------------------------------------------------------------------ transmitter -> channel
 
 
-def latent_message(stream: int, seq: int, view: int, latent: np.ndarray, mode: str,
-                   time_steps: int, meta: Mapping[str, object]) -> tuple[Message, set[str]]:
+def latent_message(
+    stream: int,
+    seq: int,
+    view: int,
+    latent: np.ndarray,
+    mode: str,
+    time_steps: int,
+    meta: Mapping[str, object],
+) -> tuple[Message, set[str]]:
     """One view's latent; returns the message and the names of arrays to bit-pack."""
     name = "counts" if mode == "count_pam" else "spikes"
-    msg = Message(type="data", stream=stream, seq=seq, view=view, t_send=time.time(),
-                  meta={"latent": mode, "time_steps": time_steps, **meta},
-                  arrays={name: latent})
+    msg = Message(
+        type="data",
+        stream=stream,
+        seq=seq,
+        view=view,
+        t_send=time.time(),
+        meta={"latent": mode, "time_steps": time_steps, **meta},
+        arrays={name: latent},
+    )
     return msg, {"spikes"}
 
 
@@ -78,32 +100,55 @@ def parse_latent(msg: Message) -> tuple[Tensor, str, int]:
     if arr is None or set(msg.arrays) != {name}:
         raise ProtocolError(f"a {mode} message carries exactly one array {name!r}")
     if arr.dtype != np.uint8 or arr.ndim != ndim or (arr.size and arr.max() > top):
-        raise ProtocolError(f"array {name!r}: need uint8 of {ndim} dims with values "
-                            f"0..{top}, got {arr.dtype} {arr.shape}")
+        raise ProtocolError(
+            f"array {name!r}: need uint8 of {ndim} dims with values "
+            f"0..{top}, got {arr.dtype} {arr.shape}"
+        )
     if mode == "spike_bpsk" and arr.shape[0] != steps:
         raise ProtocolError(f"spikes: {arr.shape[0]} time steps, meta says {steps}")
     if arr.size == 0 or arr.size % 2:
-        raise ProtocolError(f"array {name!r}: an even, non-zero number of values is needed")
+        raise ProtocolError(
+            f"array {name!r}: an even, non-zero number of values is needed"
+        )
     return torch.from_numpy(arr)[None], mode, steps
 
 
 # ------------------------------------------------------------------ channel -> receiver
 
 
-def channel_message(source: Message, use: ChannelUse, latent_shape: tuple[int, ...],
-                    settings: Mapping[str, object]) -> Message:
+def channel_message(
+    source: Message,
+    use: ChannelUse,
+    latent_shape: tuple[int, ...],
+    settings: Mapping[str, object],
+) -> Message:
     """The received block of one view, with what the receiver needs to demodulate."""
-    arrays = {"y": use.y[0].detach().cpu().numpy(),
-              "latent_shape": np.asarray(latent_shape, dtype="<i4")}
+    arrays = {
+        "y": use.y[0].detach().cpu().numpy(),
+        "latent_shape": np.asarray(latent_shape, dtype="<i4"),
+    }
     if use.h is not None:
         arrays["h"] = use.h[0].detach().cpu().numpy().astype(np.complex64)
-    meta = {**source.meta, **settings, "noise_var": float(use.noise_var[0]),
-            "t_tx": source.t_send}
-    return Message(type="data", stream=source.stream, seq=source.seq, view=source.view,
-                   t_send=time.time(), meta=meta, arrays=arrays)
+    meta = {
+        **source.meta,
+        **settings,
+        "noise_var": float(use.noise_var[0]),
+        "t_tx": source.t_send,
+    }
+    return Message(
+        type="data",
+        stream=source.stream,
+        seq=source.seq,
+        view=source.view,
+        t_send=time.time(),
+        meta=meta,
+        arrays=arrays,
+    )
 
 
-def parse_channel(msg: Message) -> tuple[ChannelUse, tuple[int, ...], dict[str, object]]:
+def parse_channel(
+    msg: Message,
+) -> tuple[ChannelUse, tuple[int, ...], dict[str, object]]:
     """Channel output of one view: ``ChannelUse`` with batch 1, latent shape, settings."""
     if msg.view not in (LEFT, RIGHT):
         raise ProtocolError(f"view {msg.view} is not left (0) or right (1)")
@@ -120,37 +165,56 @@ def parse_channel(msg: Message) -> tuple[ChannelUse, tuple[int, ...], dict[str, 
     values = int(np.prod(shape))
     per_symbol = 2 if y.dtype == np.complex64 else 1
     if y.size * per_symbol != values:
-        raise ProtocolError(f"'y' holds {y.size * per_symbol} values, latent_shape "
-                            f"{shape.tolist()} needs {values}")
+        raise ProtocolError(
+            f"'y' holds {y.size * per_symbol} values, latent_shape "
+            f"{shape.tolist()} needs {values}"
+        )
     h = msg.arrays.get("h")
-    if h is not None and (h.dtype != np.complex64 or h.ndim != 1 or h.size not in (1, y.size)):
+    if h is not None and (
+        h.dtype != np.complex64 or h.ndim != 1 or h.size not in (1, y.size)
+    ):
         raise ProtocolError("'h' must be complex64 of size 1 or len(y)")
     noise_var = _require(msg.meta, "noise_var", float)
     if not noise_var > 0:
         raise ProtocolError(f"noise_var {noise_var} is not positive")
-    use = ChannelUse(y=torch.from_numpy(y)[None],
-                     noise_var=torch.tensor([noise_var], dtype=torch.float32),
-                     h=None if h is None else torch.from_numpy(h)[None])
+    use = ChannelUse(
+        y=torch.from_numpy(y)[None],
+        noise_var=torch.tensor([noise_var], dtype=torch.float32),
+        h=None if h is None else torch.from_numpy(h)[None],
+    )
     return use, tuple(int(s) for s in shape), dict(msg.meta)
 
 
 # ------------------------------------------------------------------ transmitter -> receiver
 
 
-def reference_message(stream: int, seq: int, view: int, image: Tensor,
-                      meta: Mapping[str, object]) -> Message:
+def reference_message(
+    stream: int, seq: int, view: int, image: Tensor, meta: Mapping[str, object]
+) -> Message:
     """A view for measurement: uint8 when that is exact, float32 otherwise."""
     scaled = image * 255.0
     exact = torch.equal(scaled.round(), scaled)
     arr = (scaled.round().to(torch.uint8) if exact else image.float()).cpu().numpy()
-    return Message(type="data", stream=stream, seq=seq, view=view, t_send=time.time(),
-                   meta=dict(meta), arrays={"image": arr})
+    return Message(
+        type="data",
+        stream=stream,
+        seq=seq,
+        view=view,
+        t_send=time.time(),
+        meta=dict(meta),
+        arrays={"image": arr},
+    )
 
 
 def parse_reference(msg: Message) -> Tensor:
     """The reference view as float ``[3, H, W]`` in [0, 1]."""
     image = msg.arrays.get("image")
-    if image is None or image.ndim != 3 or image.shape[0] != 3 or msg.view not in (0, 1):
+    if (
+        image is None
+        or image.ndim != 3
+        or image.shape[0] != 3
+        or msg.view not in (0, 1)
+    ):
         raise ProtocolError("a reference carries 'image' of shape [3, H, W] and a view")
     if image.dtype == np.uint8:
         return torch.from_numpy(image).float() / 255.0
@@ -163,8 +227,13 @@ def parse_reference(msg: Message) -> Tensor:
 
 
 def eos_message(stream: int, frames_sent: int) -> Message:
-    return Message(type="eos", stream=stream, seq=frames_sent, t_send=time.time(),
-                   meta={"frames_sent": frames_sent})
+    return Message(
+        type="eos",
+        stream=stream,
+        seq=frames_sent,
+        t_send=time.time(),
+        meta={"frames_sent": frames_sent},
+    )
 
 
 def heartbeat(stream: int) -> Message:

@@ -45,13 +45,33 @@ def system_name(path: str | Path) -> str:
     return Path(path).stem
 
 
-def _record(system: str, kind: str, channel: str, csi: str, snr_db: float,
-            metrics: dict, uses: dict, frames: int, energy: dict | None,
-            firing_rate: float | None) -> dict[str, Any]:
-    return {"system": system, "kind": kind, "channel": channel, "csi": csi,
-            "snr_db": snr_db, "psnr_db": metrics["psnr"], "ms_ssim": metrics["ms_ssim"],
-            "channel_uses": uses["n"], "source_values": uses["k"], "rho": uses["rho"],
-            "energy_pj_per_frame": energy, "firing_rate": firing_rate, "frames": frames}
+def _record(
+    system: str,
+    kind: str,
+    channel: str,
+    csi: str,
+    snr_db: float,
+    metrics: dict,
+    uses: dict,
+    frames: int,
+    energy: dict | None,
+    firing_rate: float | None,
+) -> dict[str, Any]:
+    return {
+        "system": system,
+        "kind": kind,
+        "channel": channel,
+        "csi": csi,
+        "snr_db": snr_db,
+        "psnr_db": metrics["psnr"],
+        "ms_ssim": metrics["ms_ssim"],
+        "channel_uses": uses["n"],
+        "source_values": uses["k"],
+        "rho": uses["rho"],
+        "energy_pj_per_frame": energy,
+        "firing_rate": firing_rate,
+        "frames": frames,
+    }
 
 
 def renumbered(frames: Sequence[Frame], point: int) -> list[Frame]:
@@ -60,9 +80,13 @@ def renumbered(frames: Sequence[Frame], point: int) -> list[Frame]:
     return [Frame(point * n + i, f.name, f.left, f.right) for i, f in enumerate(frames)]
 
 
-def sweep_in_process(model: StereoJSCC, system: str, frames: Sequence[Frame],
-                     spec: SweepSpec, progress: Progress = lambda n: None
-                     ) -> list[dict[str, Any]]:
+def sweep_in_process(
+    model: StereoJSCC,
+    system: str,
+    frames: Sequence[Frame],
+    spec: SweepSpec,
+    progress: Progress = lambda n: None,
+) -> list[dict[str, Any]]:
     """Every point evaluated in this process with the link's seeding."""
     height, width = frames[0].left.shape[-2:]
     uses = model.channel_uses(height, width)
@@ -71,67 +95,126 @@ def sweep_in_process(model: StereoJSCC, system: str, frames: Sequence[Frame],
         channel = WirelessChannel(kind, signalling_for(model.cfg.latent), csi=spec.csi)
         result = evaluate(model, renumbered(frames, p), [snr_db], channel, spec.seed)[0]
         metrics = {"psnr": result["psnr_db"], "ms_ssim": result["ms_ssim"]}
-        out.append(_record(system, model.cfg.kind, kind, spec.csi, snr_db, metrics, uses,
-                           len(frames), result["energy_pj_per_frame"],
-                           result["firing_rate"]))
+        out.append(
+            _record(
+                system,
+                model.cfg.kind,
+                kind,
+                spec.csi,
+                snr_db,
+                metrics,
+                uses,
+                len(frames),
+                result["energy_pj_per_frame"],
+                result["firing_rate"],
+            )
+        )
         out[-1]["per_frame"] = result["frames"]
         progress(1)
     return out
 
 
-def link_config(model_path: str, data: str, root: str | None, spec: SweepSpec,
-                out_dir: Path, image_size: tuple[int, int], images: bool = False) -> Config:
+def link_config(
+    model_path: str,
+    data: str,
+    root: str | None,
+    spec: SweepSpec,
+    out_dir: Path,
+    image_size: tuple[int, int],
+    images: bool = False,
+) -> Config:
     """Link settings for one model: every point is one pass over the frames."""
     first_channel, first_snr = spec.points[0]
-    return load_config(None, [
-        f"link.model={model_path}", f"link.source={data}",
-        f"link.source_root={root or ''}", f"link.frames={spec.frames}",
-        f"link.repeat={len(spec.points)}", f"link.out_dir={out_dir}",
-        f"link.save_png={str(images).lower()}", f"link.save_grid={str(images).lower()}",
-        f"channel.kind={first_channel}",
-        f"channel.snr_db={first_snr}", f"channel.csi={spec.csi}", f"channel.seed={spec.seed}",
-        f"data.image_height={image_size[0]}", f"data.image_width={image_size[1]}"])
+    return load_config(
+        None,
+        [
+            f"link.model={model_path}",
+            f"link.source={data}",
+            f"link.source_root={root or ''}",
+            f"link.frames={spec.frames}",
+            f"link.repeat={len(spec.points)}",
+            f"link.out_dir={out_dir}",
+            f"link.save_png={str(images).lower()}",
+            f"link.save_grid={str(images).lower()}",
+            f"channel.kind={first_channel}",
+            f"channel.snr_db={first_snr}",
+            f"channel.csi={spec.csi}",
+            f"channel.seed={spec.seed}",
+            f"data.image_height={image_size[0]}",
+            f"data.image_width={image_size[1]}",
+        ],
+    )
 
 
-def schedule_controller(spec: SweepSpec, frames_path: Path, progress: Progress
-                        ) -> Callable[[str], None]:
+def schedule_controller(
+    spec: SweepSpec, frames_path: Path, progress: Progress
+) -> Callable[[str], None]:
     """Sets the channel of each pass through the control socket, then reports progress."""
+
     def control(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
             for p, (kind, snr_db) in enumerate(spec.points[1:], start=1):
-                client.request("set", channel=kind, snr_db=snr_db, csi=spec.csi,
-                               from_seq=p * spec.frames)
+                client.request(
+                    "set",
+                    channel=kind,
+                    snr_db=snr_db,
+                    csi=spec.csi,
+                    from_seq=p * spec.frames,
+                )
         total, reported = len(spec.points) * spec.frames, 0
         while reported < total:
-            lines = len(frames_path.read_text().splitlines()) if frames_path.exists() else 0
+            lines = (
+                len(frames_path.read_text().splitlines()) if frames_path.exists() else 0
+            )
             done = lines // spec.frames
             if done > reported:
                 progress(done - reported)
                 reported = done
             time.sleep(0.2)
+
     return control
 
 
-def records_from_link(frames_path: Path, summary: dict, system: str, kind: str,
-                      spec: SweepSpec) -> list[dict[str, Any]]:
+def records_from_link(
+    frames_path: Path, summary: dict, system: str, kind: str, spec: SweepSpec
+) -> list[dict[str, Any]]:
     """Group the receiver's per-frame records by the setting each frame was sent with."""
     per_frame = [json.loads(line) for line in frames_path.read_text().splitlines()]
-    uses = {"n": summary["channel_uses_per_view"], "k": summary["source_values_per_view"],
-            "rho": summary["rho"]}
+    uses = {
+        "n": summary["channel_uses_per_view"],
+        "k": summary["source_values_per_view"],
+        "rho": summary["rho"],
+    }
     out = []
     for p, (channel, snr_db) in enumerate(spec.points):
         seqs = range(p * spec.frames, (p + 1) * spec.frames)
         group = [r for r in per_frame if r["seq"] in seqs]
-        wrong = [r["seq"] for r in group if (r["channel"], r["snr_db"]) != (channel, snr_db)]
+        wrong = [
+            r["seq"] for r in group if (r["channel"], r["snr_db"]) != (channel, snr_db)
+        ]
         if wrong:
-            raise RuntimeError(f"link sweep: frames {wrong} of point {channel} {snr_db} dB "
-                               "went out at another setting")
+            raise RuntimeError(
+                f"link sweep: frames {wrong} of point {channel} {snr_db} dB "
+                "went out at another setting"
+            )
         snn = [r["energy_pj_snn"] for r in group]
-        energy = {"snn": None if None in snn else sum(snn) / len(snn),
-                  "cnn_twin": summary["energy_pj_per_frame"]["cnn_twin"]}
+        energy = {
+            "snn": None if None in snn else sum(snn) / len(snn),
+            "cnn_twin": summary["energy_pj_per_frame"]["cnn_twin"],
+        }
         rate = sum(r["firing_rate"] for r in group) / len(group)
-        record = _record(system, kind, channel, spec.csi, snr_db, summarise(group), uses,
-                         len(group), energy, rate)
+        record = _record(
+            system,
+            kind,
+            channel,
+            spec.csi,
+            snr_db,
+            summarise(group),
+            uses,
+            len(group),
+            energy,
+            rate,
+        )
         record["frames_lost"] = spec.frames - len(group)
         record["fps"] = summary["fps"]
         record["per_frame"] = group
@@ -139,27 +222,44 @@ def records_from_link(frames_path: Path, summary: dict, system: str, kind: str,
     return out
 
 
-def sweep_link(model_path: str, data: str, root: str | None, spec: SweepSpec,
-               out_dir: Path, progress: Progress = lambda n: None,
-               images: bool = False) -> list[dict[str, Any]]:
+def sweep_link(
+    model_path: str,
+    data: str,
+    root: str | None,
+    spec: SweepSpec,
+    out_dir: Path,
+    progress: Progress = lambda n: None,
+    images: bool = False,
+) -> list[dict[str, Any]]:
     """Every point through the real three-process link, started once; ``images`` keeps
     the reconstructions and original/received grids as PNG."""
     _, cfg = load_model(model_path)
     size = (cfg.data.image_height, cfg.data.image_width)
     link_cfg = link_config(model_path, data, root, spec, out_dir, size, images)
     frames_path = out_dir / "frames.jsonl"
-    result = run_link(link_cfg, quiet=True,
-                      controller=schedule_controller(spec, frames_path, progress))
+    result = run_link(
+        link_cfg,
+        quiet=True,
+        controller=schedule_controller(spec, frames_path, progress),
+    )
     if result.status != 0 or result.summary is None or not frames_path.exists():
-        raise RuntimeError(f"the link failed for {model_path} (status {result.status}); "
-                           f"see {out_dir / 'link.log'}")
-    return records_from_link(frames_path, result.summary, system_name(model_path),
-                             cfg.model.kind, spec)
+        raise RuntimeError(
+            f"the link failed for {model_path} (status {result.status}); "
+            f"see {out_dir / 'link.log'}"
+        )
+    return records_from_link(
+        frames_path, result.summary, system_name(model_path), cfg.model.kind, spec
+    )
 
 
-def sweep_baseline(codec: str, frames: Sequence[Frame], spec: SweepSpec,
-                   channel_uses: int, source_values: int,
-                   progress: Progress = lambda n: None) -> list[dict[str, Any]]:
+def sweep_baseline(
+    codec: str,
+    frames: Sequence[Frame],
+    spec: SweepSpec,
+    channel_uses: int,
+    source_values: int,
+    progress: Progress = lambda n: None,
+) -> list[dict[str, Any]]:
     """A codec at the capacity budget of each view (instantaneous SNR for block fading)."""
     uses = {"n": channel_uses, "k": source_values, "rho": channel_uses / source_values}
     out = []
@@ -168,32 +268,69 @@ def sweep_baseline(codec: str, frames: Sequence[Frame], spec: SweepSpec,
         for frame in renumbered(frames, p):
             recon = {}
             for view, side in ((0, "left"), (1, "right")):
-                snr_view = instantaneous_snr_db(kind, snr_db, spec.seed, frame.index, view)
-                image, _ = code_at_budget(getattr(frame, side), codec,
-                                          budget_bytes(channel_uses, snr_view))
+                snr_view = instantaneous_snr_db(
+                    kind, snr_db, spec.seed, frame.index, view
+                )
+                image, _ = code_at_budget(
+                    getattr(frame, side), codec, budget_bytes(channel_uses, snr_view)
+                )
                 recon[f"x_hat_{side}"] = image[None]
-            per_frame.append({"name": frame.name, "index": frame.index,
-                              **frame_metrics(frame, recon)})
-        record = _record(codec, "baseline", kind, spec.csi, snr_db, summarise(per_frame),
-                         uses, len(frames), None, None)
+            per_frame.append(
+                {
+                    "name": frame.name,
+                    "index": frame.index,
+                    **frame_metrics(frame, recon),
+                }
+            )
+        record = _record(
+            codec,
+            "baseline",
+            kind,
+            spec.csi,
+            snr_db,
+            summarise(per_frame),
+            uses,
+            len(frames),
+            None,
+            None,
+        )
         record["per_frame"] = per_frame
         out.append(record)
         progress(1)
     return out
 
 
-def example_reconstructions(models: dict[str, StereoJSCC], codecs: Sequence[str],
-                            frame: Frame, channel: str, csi: str, snrs: Sequence[float],
-                            seed: int, channel_uses: int
-                            ) -> dict[str, list[tuple[float, torch.Tensor]]]:
+def example_reconstructions(
+    models: dict[str, StereoJSCC],
+    codecs: Sequence[str],
+    frame: Frame,
+    channel: str,
+    csi: str,
+    snrs: Sequence[float],
+    seed: int,
+    channel_uses: int,
+) -> dict[str, list[tuple[float, torch.Tensor]]]:
     """Left-view reconstructions of one frame by every system at a few SNRs."""
     out: dict[str, list[tuple[float, torch.Tensor]]] = {}
     for name, model in models.items():
         wireless = WirelessChannel(channel, signalling_for(model.cfg.latent), csi=csi)
-        out[name] = [(snr, reconstruct(model, wireless, frame, snr, seed)["x_hat_left"][0])
-                     for snr in snrs]
+        out[name] = [
+            (snr, reconstruct(model, wireless, frame, snr, seed)["x_hat_left"][0])
+            for snr in snrs
+        ]
     for codec in codecs:
-        out[codec] = [(snr, code_at_budget(frame.left, codec, budget_bytes(
-            channel_uses, instantaneous_snr_db(channel, snr, seed, frame.index, 0)))[0])
-            for snr in snrs]
+        out[codec] = [
+            (
+                snr,
+                code_at_budget(
+                    frame.left,
+                    codec,
+                    budget_bytes(
+                        channel_uses,
+                        instantaneous_snr_db(channel, snr, seed, frame.index, 0),
+                    ),
+                )[0],
+            )
+            for snr in snrs
+        ]
     return out

@@ -42,8 +42,9 @@ MAX_META_ITEMS = 64
 MAX_ARRAYS = 16
 MAX_NAME_LEN = 64
 MAX_TEXT_LEN = 4096
-_HEADER_KEYS = frozenset({"v", "type", "stream", "seq", "view", "t_send", "meta",
-                          "arrays"})
+_HEADER_KEYS = frozenset(
+    {"v", "type", "stream", "seq", "view", "t_send", "meta", "arrays"}
+)
 _ARRAY_KEYS = frozenset({"dtype", "shape", "pack", "data"})
 _CRC_BYTES = 4
 
@@ -53,8 +54,18 @@ Scalar = bool | int | float | str | None
 class WireError(ValueError):
     """A message that cannot be accepted; ``kind`` names the failed check."""
 
-    KINDS = ("oversized", "truncated", "checksum", "malformed", "schema", "version",
-             "type", "dtype", "shape", "payload")
+    KINDS = (
+        "oversized",
+        "truncated",
+        "checksum",
+        "malformed",
+        "schema",
+        "version",
+        "type",
+        "dtype",
+        "shape",
+        "payload",
+    )
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
@@ -96,18 +107,34 @@ def encode_message(msg: Message, bit_packed: Collection[str] = ()) -> bytes:
         arr = np.asarray(arr, order="C")
         dtype = arr.dtype.str
         if dtype not in DTYPES:
-            raise ValueError(f"array {name!r}: dtype {dtype} is not in {sorted(DTYPES)}")
+            raise ValueError(
+                f"array {name!r}: dtype {dtype} is not in {sorted(DTYPES)}"
+            )
         if name in bit_packed:
             if dtype != "|u1" or (arr.size and arr.max() > 1):
-                raise ValueError(f"array {name!r}: bit-packing needs uint8 values in {{0,1}}")
+                raise ValueError(
+                    f"array {name!r}: bit-packing needs uint8 values in {{0,1}}"
+                )
             data, pack = np.packbits(arr.reshape(-1)).tobytes(), "bits"
         else:
             data, pack = arr.tobytes(), "raw"
-        arrays[name] = {"dtype": dtype, "shape": list(arr.shape), "pack": pack, "data": data}
+        arrays[name] = {
+            "dtype": dtype,
+            "shape": list(arr.shape),
+            "pack": pack,
+            "data": data,
+        }
     body = msgpack.packb(
-        {"v": WIRE_VERSION, "type": msg.type, "stream": int(msg.stream),
-         "seq": int(msg.seq), "view": int(msg.view), "t_send": float(msg.t_send),
-         "meta": dict(msg.meta), "arrays": arrays},
+        {
+            "v": WIRE_VERSION,
+            "type": msg.type,
+            "stream": int(msg.stream),
+            "seq": int(msg.seq),
+            "view": int(msg.view),
+            "t_send": float(msg.t_send),
+            "meta": dict(msg.meta),
+            "arrays": arrays,
+        },
         use_bin_type=True,
     )
     return body + zlib.crc32(body).to_bytes(_CRC_BYTES, "little")
@@ -138,10 +165,13 @@ def _validate(obj: object, max_bytes: int) -> Message:
         raise WireError("schema", f"header keys {keys}, need {sorted(_HEADER_KEYS)}")
     version = obj["v"]
     if not _is_int(version) or version != WIRE_VERSION:
-        raise WireError("version", f"format version {version!r}, this side speaks "
-                                   f"{WIRE_VERSION}")
+        raise WireError(
+            "version", f"format version {version!r}, this side speaks {WIRE_VERSION}"
+        )
     if obj["type"] not in MESSAGE_TYPES:
-        raise WireError("type", f"message type {obj['type']!r}, allowed {MESSAGE_TYPES}")
+        raise WireError(
+            "type", f"message type {obj['type']!r}, allowed {MESSAGE_TYPES}"
+        )
     stream, seq, view, t_send = obj["stream"], obj["seq"], obj["view"], obj["t_send"]
     if not (_is_int(stream) and 0 <= stream < 2**32):
         raise WireError("schema", f"stream {stream!r} is not an integer in [0, 2^32)")
@@ -151,9 +181,15 @@ def _validate(obj: object, max_bytes: int) -> Message:
         raise WireError("schema", f"view {view!r}, allowed {VIEWS}")
     if not (isinstance(t_send, float) and math.isfinite(t_send)):
         raise WireError("schema", f"t_send {t_send!r} is not a finite float")
-    return Message(type=obj["type"], stream=stream, seq=seq, view=view, t_send=t_send,
-                   meta=_validate_meta(obj["meta"]),
-                   arrays=_validate_arrays(obj["arrays"], max_bytes))
+    return Message(
+        type=obj["type"],
+        stream=stream,
+        seq=seq,
+        view=view,
+        t_send=t_send,
+        meta=_validate_meta(obj["meta"]),
+        arrays=_validate_arrays(obj["arrays"], max_bytes),
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -168,7 +204,9 @@ def _validate_name(name: object) -> str:
 
 def _validate_meta(meta: object) -> dict[str, Scalar]:
     if not isinstance(meta, dict) or len(meta) > MAX_META_ITEMS:
-        raise WireError("schema", f"meta must be a map of at most {MAX_META_ITEMS} items")
+        raise WireError(
+            "schema", f"meta must be a map of at most {MAX_META_ITEMS} items"
+        )
     out: dict[str, Scalar] = {}
     for name, value in meta.items():
         _validate_name(name)
@@ -177,8 +215,11 @@ def _validate_meta(meta: object) -> dict[str, Scalar]:
         if isinstance(value, str) and len(value) > MAX_TEXT_LEN:
             raise WireError("schema", f"meta {name!r} is longer than {MAX_TEXT_LEN}")
         if value is not None and not isinstance(value, (bool, int, float, str)):
-            raise WireError("schema", f"meta {name!r} is a {type(value).__name__}, "
-                                      "allowed: bool, int, float, str, null")
+            raise WireError(
+                "schema",
+                f"meta {name!r} is a {type(value).__name__}, "
+                "allowed: bool, int, float, str, null",
+            )
         out[name] = value
     return out
 
@@ -186,8 +227,10 @@ def _validate_meta(meta: object) -> dict[str, Scalar]:
 def _validate_arrays(arrays: object, max_bytes: int) -> dict[str, np.ndarray]:
     if not isinstance(arrays, dict) or len(arrays) > MAX_ARRAYS:
         raise WireError("schema", f"arrays must be a map of at most {MAX_ARRAYS} items")
-    return {_validate_name(name): _validate_array(name, spec, max_bytes)
-            for name, spec in arrays.items()}
+    return {
+        _validate_name(name): _validate_array(name, spec, max_bytes)
+        for name, spec in arrays.items()
+    }
 
 
 def _validate_array(name: str, spec: object, max_bytes: int) -> np.ndarray:
@@ -195,29 +238,44 @@ def _validate_array(name: str, spec: object, max_bytes: int) -> np.ndarray:
         raise WireError("schema", f"array {name!r} needs keys {sorted(_ARRAY_KEYS)}")
     dtype, shape, pack, data = spec["dtype"], spec["shape"], spec["pack"], spec["data"]
     if dtype not in DTYPES:
-        raise WireError("dtype", f"array {name!r}: dtype {dtype!r} not in {sorted(DTYPES)}")
-    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(_is_int(s) and s >= 0 for s in shape)):
-        raise WireError("shape", f"array {name!r}: shape {shape!r} is not a list of at "
-                                 f"most {MAX_NDIM} non-negative integers")
+        raise WireError(
+            "dtype", f"array {name!r}: dtype {dtype!r} not in {sorted(DTYPES)}"
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(_is_int(s) and s >= 0 for s in shape)
+    ):
+        raise WireError(
+            "shape",
+            f"array {name!r}: shape {shape!r} is not a list of at "
+            f"most {MAX_NDIM} non-negative integers",
+        )
     if pack not in PACKINGS or not isinstance(data, bytes):
-        raise WireError("schema", f"array {name!r}: pack {pack!r} / data of type "
-                                  f"{type(data).__name__}")
+        raise WireError(
+            "schema",
+            f"array {name!r}: pack {pack!r} / data of type {type(data).__name__}",
+        )
     count = math.prod(shape)
     np_dtype = np.dtype(dtype)
     if count * np_dtype.itemsize > max_bytes:
-        raise WireError("oversized", f"array {name!r} of shape {shape} exceeds the limit")
+        raise WireError(
+            "oversized", f"array {name!r} of shape {shape} exceeds the limit"
+        )
     if pack == "bits":
         if dtype != "|u1":
             raise WireError("dtype", f"array {name!r}: bit-packed arrays are |u1")
         if len(data) != (count + 7) // 8:
-            raise WireError("shape", f"array {name!r}: {len(data)} bytes cannot hold "
-                                     f"{count} packed bits")
+            raise WireError(
+                "shape",
+                f"array {name!r}: {len(data)} bytes cannot hold {count} packed bits",
+            )
         arr = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count)
         return arr.reshape(shape)
     if len(data) != count * np_dtype.itemsize:
-        raise WireError("shape", f"array {name!r}: {len(data)} bytes for shape {shape} "
-                                 f"of {dtype}")
+        raise WireError(
+            "shape", f"array {name!r}: {len(data)} bytes for shape {shape} of {dtype}"
+        )
     arr = np.frombuffer(data, dtype=np_dtype).reshape(shape).copy()
     if np_dtype.kind in "fc" and not np.isfinite(arr).all():
         raise WireError("payload", f"array {name!r} holds NaN or inf")

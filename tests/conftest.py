@@ -21,7 +21,9 @@ def _seed_everything() -> None:
     random.seed(0)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
@@ -30,8 +32,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def write_image(path: Path, height: int, width: int, seed: int = 0, mode: str = "RGB"
-                ) -> Path:
+def write_image(
+    path: Path, height: int, width: int, seed: int = 0, mode: str = "RGB"
+) -> Path:
     """A random image file (PNG unless the suffix says otherwise)."""
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,12 +50,15 @@ def sample_pair() -> tuple[torch.Tensor, torch.Tensor]:
     from shared.data.images import read_image, to_float
 
     folder = SAMPLES / "stereo" / "kitti2012_000000_10"
-    return (to_float(read_image(folder / "left.png"))[None],
-            to_float(read_image(folder / "right.png"))[None])
+    return (
+        to_float(read_image(folder / "left.png"))[None],
+        to_float(read_image(folder / "right.png"))[None],
+    )
 
 
-def calibrate(model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor,
-              snr_db: float = 5.0) -> torch.nn.Module:
+def calibrate(
+    model: torch.nn.Module, left: torch.Tensor, right: torch.Tensor, snr_db: float = 5.0
+) -> torch.nn.Module:
     """Set BatchNorm running statistics from a few passes over real views, then eval mode
     (an untrained model's running statistics are the defaults 0 / 1)."""
     for module in model.modules():

@@ -11,6 +11,7 @@ from shared.channel import (
     WirelessChannel,
     awgn,
     bsc,
+    complex_to_real,
     counts_from_pam,
     equalize,
     erasure,
@@ -18,7 +19,6 @@ from shared.channel import (
     normalize_power,
     pam_from_counts,
     real_to_complex,
-    complex_to_real,
     sample_rayleigh_block,
     sample_rayleigh_fast,
     sample_rician_block,
@@ -36,7 +36,9 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def assert_ber_close(errors: float, bits: int, expected: float, samples: int = 0) -> None:
+def assert_ber_close(
+    errors: float, bits: int, expected: float, samples: int = 0
+) -> None:
     """Binomial tolerance: 5 standard deviations over ``samples`` independent draws
     (default: every bit), plus a small floor."""
     sigma = math.sqrt(expected * (1 - expected) / (samples or bits))
@@ -89,7 +91,9 @@ def test_fading_has_unit_mean_power(kind: str) -> None:
 def test_rician_power_spread_matches_k_factor() -> None:
     k = 10.0
     h = sample_rician_block(1_000_000, k, gen(2), torch.complex128)
-    expected = (1 + 2 * k) / (k + 1) ** 2  # Var|h|^2 of a Rician channel with E|h|^2 = 1
+    expected = (1 + 2 * k) / (
+        k + 1
+    ) ** 2  # Var|h|^2 of a Rician channel with E|h|^2 = 1
     assert h.abs().square().var().item() == pytest.approx(expected, rel=2e-2)
 
 
@@ -117,7 +121,9 @@ def test_bpsk_ber_over_awgn(ebno_db: float) -> None:
     """Plain BPSK, one bit per complex symbol on the real axis: Es = Eb."""
     bits = (torch.rand(1, 1_000_000, generator=gen(5)) < 0.5).double()
     z = normalize_power(torch.complex(2 * bits - 1, torch.zeros_like(bits)))
-    y = awgn(z, snr_db_to_noise_var(torch.tensor([ebno_db], dtype=torch.float64)), gen(6))
+    y = awgn(
+        z, snr_db_to_noise_var(torch.tensor([ebno_db], dtype=torch.float64)), gen(6)
+    )
     errors = ((y.real > 0).double() != bits).sum().item()
     assert_ber_close(errors, bits.numel(), ber_bpsk_awgn(ebno_db))
 
@@ -128,11 +134,17 @@ def test_bpsk_ber_over_rayleigh_with_perfect_csi(kind: str) -> None:
     blocks, per_block = (40, 25_000) if kind == "rayleigh_fast" else (100_000, 10)
     bits = (torch.rand(blocks, per_block, generator=gen(7)) < 0.5).float()
     channel = WirelessChannel(kind, "bits", csi="perfect")
-    soft, _ = channel(bits, torch.full((blocks,), ebno_db_to_esno_db(ebno_db, 2)), gen(8))
+    soft, _ = channel(
+        bits, torch.full((blocks,), ebno_db_to_esno_db(ebno_db, 2)), gen(8)
+    )
     errors = ((soft > 0).float() != bits).sum().item()
     # block fading: errors are correlated within a block, so use blocks as samples
-    assert_ber_close(errors, bits.numel(), ber_bpsk_rayleigh(ebno_db),
-                     samples=0 if kind == "rayleigh_fast" else blocks)
+    assert_ber_close(
+        errors,
+        bits.numel(),
+        ber_bpsk_rayleigh(ebno_db),
+        samples=0 if kind == "rayleigh_fast" else blocks,
+    )
 
 
 def test_equalisers_recover_the_symbols_without_noise() -> None:
@@ -159,7 +171,9 @@ def test_analog_channel_stages_and_known_snr() -> None:
     assert torch.equal(blind.receive(use_blind), complex_to_real(use_blind.y))
     awgn_channel = WirelessChannel("awgn", "analog")
     soft, known = awgn_channel(x, torch.full((6,), 60.0), gen(11))
-    scale = x.square().mean(dim=1, keepdim=True).mul(2).rsqrt()  # Es = 1 per complex symbol
+    scale = (
+        x.square().mean(dim=1, keepdim=True).mul(2).rsqrt()
+    )  # Es = 1 per complex symbol
     assert torch.allclose(soft, x * scale, atol=1e-2)
     assert torch.equal(known, torch.full((6,), 60.0))
 

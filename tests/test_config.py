@@ -19,8 +19,15 @@ def test_defaults_and_presets_load() -> None:
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
-    cfg = load_config("tiny", ["model.time_steps=8", "model.widths=[2, 4, 4]",
-                               "channel.kind=rayleigh_block", "train.val_snrs=[0, 5]"])
+    cfg = load_config(
+        "tiny",
+        [
+            "model.time_steps=8",
+            "model.widths=[2, 4, 4]",
+            "channel.kind=rayleigh_block",
+            "train.val_snrs=[0, 5]",
+        ],
+    )
     assert cfg.model.time_steps == 8
     assert cfg.model.widths == (2, 4, 4)
     assert cfg.channel.kind == "rayleigh_block"
@@ -28,24 +35,28 @@ def test_overrides_are_parsed_as_yaml() -> None:
     assert parse_override("a.b=c=d") == (["a", "b"], "c=d")
 
 
-@pytest.mark.parametrize("override, words", [
-    ("model.time_stepz=4", ["model.time_stepz", "unknown", "time_steps"]),
-    ("model.time_steps=0", ["model.time_steps", "0", ">= 1"]),
-    ("model.time_steps=four", ["model.time_steps", "four", "integer"]),
-    ("model.time_steps=true", ["model.time_steps", "True", "integer"]),
-    ("channel.kind=rayleigh", ["channel.kind", "rayleigh", "awgn", "rician_block"]),
-    ("channel.csi=partial", ["channel.csi", "perfect", "none"]),
-    ("model.cbr=0", ["model.cbr", "> 0"]),
-    ("channel.flip_prob=0.7", ["channel.flip_prob", "<= 0.5"]),
-    ("model.widths=[4, x]", ["model.widths[1]", "integer"]),
-    ("model.res_blocks=[0, 1]", ["model.res_blocks", "one entry per scale"]),
-    ("train.snr_min_db=20", ["train.snr_min_db", "snr_max_db"]),
-    ("model.fusion_scales=[5]", ["model.fusion_scales", "0..2"]),
-    ("model=3", ["model", "mapping"]),
-    ("nosection", ["section.key=value"]),
-])
-def test_bad_values_name_the_key_and_what_is_allowed(override: str, words: list[str]
-                                                      ) -> None:
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.time_stepz=4", ["model.time_stepz", "unknown", "time_steps"]),
+        ("model.time_steps=0", ["model.time_steps", "0", ">= 1"]),
+        ("model.time_steps=four", ["model.time_steps", "four", "integer"]),
+        ("model.time_steps=true", ["model.time_steps", "True", "integer"]),
+        ("channel.kind=rayleigh", ["channel.kind", "rayleigh", "awgn", "rician_block"]),
+        ("channel.csi=partial", ["channel.csi", "perfect", "none"]),
+        ("model.cbr=0", ["model.cbr", "> 0"]),
+        ("channel.flip_prob=0.7", ["channel.flip_prob", "<= 0.5"]),
+        ("model.widths=[4, x]", ["model.widths[1]", "integer"]),
+        ("model.res_blocks=[0, 1]", ["model.res_blocks", "one entry per scale"]),
+        ("train.snr_min_db=20", ["train.snr_min_db", "snr_max_db"]),
+        ("model.fusion_scales=[5]", ["model.fusion_scales", "0..2"]),
+        ("model=3", ["model", "mapping"]),
+        ("nosection", ["section.key=value"]),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_allowed(
+    override: str, words: list[str]
+) -> None:
     with pytest.raises(ConfigError) as info:
         load_config("tiny", [override])
     for word in words:
@@ -78,8 +89,14 @@ def test_latent_channels_follow_the_bandwidth_ratio() -> None:
     cfg = load_config("default")
     assert latent_channels(cfg.model) == 6
     assert latent_channels(load_config("default", ["model.cbr=0.03125"]).model) == 3
-    bits = load_config("default", ["model.latent=spike_bpsk", "model.widths=[8,8,8,8]",
-                                   "model.res_blocks=[0,0,0,0]"])
+    bits = load_config(
+        "default",
+        [
+            "model.latent=spike_bpsk",
+            "model.widths=[8,8,8,8]",
+            "model.res_blocks=[0,0,0,0]",
+        ],
+    )
     assert latent_channels(bits.model) == 6  # 6 * rho * 8^2 / T
     with pytest.raises(ConfigError, match="model.cbr"):
         latent_channels(load_config("default", ["model.cbr=0.05"]).model)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SAMPLES, write_image
+
 from shared.config import DataConfig
 from shared.data.crops import centre_crop_box, eval_crop, pad_to_multiple, stereo_flip
 from shared.data.datasets import EvalPairs, TrainBatches, training_sources
@@ -28,16 +28,26 @@ def pair(root: Path, left: str, right: str, seed: int = 0, size=(20, 30)) -> Non
 
 
 LAYOUT_TREES = {
-    "kitti2012": [("training/colored_0/000000_10.png", "training/colored_1/000000_10.png"),
-                  ("training/colored_0/000000_11.png", "training/colored_1/000000_11.png")],
+    "kitti2012": [
+        ("training/colored_0/000000_10.png", "training/colored_1/000000_10.png"),
+        ("training/colored_0/000000_11.png", "training/colored_1/000000_11.png"),
+    ],
     "kitti2015": [("training/image_2/000001_10.png", "training/image_3/000001_10.png")],
-    "kitti_raw": [("2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000000.png",
-                   "2011_09_26/2011_09_26_drive_0001_sync/image_03/data/0000000000.png"),
-                  ("2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000001.png",
-                   "2011_09_26/2011_09_26_drive_0001_sync/image_03/data/0000000001.png")],
+    "kitti_raw": [
+        (
+            "2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000000.png",
+            "2011_09_26/2011_09_26_drive_0001_sync/image_03/data/0000000000.png",
+        ),
+        (
+            "2011_09_26/2011_09_26_drive_0001_sync/image_02/data/0000000001.png",
+            "2011_09_26/2011_09_26_drive_0001_sync/image_03/data/0000000001.png",
+        ),
+    ],
     "instereo2k": [("train/part1/000001/left.png", "train/part1/000001/right.png")],
-    "middlebury": [("trainingH/Motorcycle/im0.png", "trainingH/Motorcycle/im1.png"),
-                   ("trainingH/Piano/im0.png", "trainingH/Piano/im1.png")],
+    "middlebury": [
+        ("trainingH/Motorcycle/im0.png", "trainingH/Motorcycle/im1.png"),
+        ("trainingH/Piano/im0.png", "trainingH/Piano/im1.png"),
+    ],
     "generic": [("a/b/left.png", "a/b/right.png"), ("c/left.png", "c/right.png")],
 }
 
@@ -47,7 +57,7 @@ def test_each_layout_finds_its_pairs(tmp_path: Path, layout: str) -> None:
     for i, (left, right) in enumerate(LAYOUT_TREES[layout]):
         pair(tmp_path, left, right, seed=i)
     found = find_pairs(tmp_path, layout)
-    expected = sorted((tmp_path / l, tmp_path / r) for l, r in LAYOUT_TREES[layout])
+    expected = sorted((tmp_path / a, tmp_path / b) for a, b in LAYOUT_TREES[layout])
     assert [(p.left, p.right) for p in found] == expected
     assert find_pairs(tmp_path, "auto") == found
 
@@ -83,7 +93,9 @@ def test_unreadable_and_mismatched_pairs(tmp_path: Path) -> None:
         find_pairs(tmp_path)
     (tmp_path / "bad/right.png").unlink()
     write_image(tmp_path / "bad/right.png", 21, 30)
-    with pytest.raises(DataError, match=r"size mismatch: .*left.png is 30x20 .*right.png"):
+    with pytest.raises(
+        DataError, match=r"size mismatch: .*left.png is 30x20 .*right.png"
+    ):
         find_pairs(tmp_path)
     with pytest.raises(DataError, match="not found"):
         find_pairs(tmp_path / "nowhere")
@@ -102,7 +114,9 @@ def test_split_file_forms_and_errors(tmp_path: Path) -> None:
     names = [p.name for p in read_split(split, tmp_path)]
     assert names == ["x", "m", "k/l.png"]
     split.write_text("x\nk/l.png k/missing.png\n")
-    with pytest.raises(DataError, match=r"split.txt:2: image file not found: .*missing.png"):
+    with pytest.raises(
+        DataError, match=r"split.txt:2: image file not found: .*missing.png"
+    ):
         read_split(split, tmp_path)
     assert len(read_split(split, tmp_path, on_error="skip")) == 1
     split.write_text("a b c\n")
@@ -113,7 +127,11 @@ def test_split_file_forms_and_errors(tmp_path: Path) -> None:
 def test_image_modes_become_rgb(tmp_path: Path) -> None:
     grey = read_image(write_image(tmp_path / "g.png", 5, 6, mode="L"))
     assert grey.shape == (3, 5, 6) and torch.equal(grey[0], grey[2])
-    assert read_image(write_image(tmp_path / "a.png", 5, 6, mode="RGBA")).shape == (3, 5, 6)
+    assert read_image(write_image(tmp_path / "a.png", 5, 6, mode="RGBA")).shape == (
+        3,
+        5,
+        6,
+    )
     assert read_image(write_image(tmp_path / "j.jpg", 5, 6)).dtype == torch.uint8
     assert len(find_images(tmp_path)) == 3
     with pytest.raises(DataError, match="not found"):
@@ -175,10 +193,21 @@ def test_mono_to_stereo_and_synthetic_pairs() -> None:
 def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
     for i in range(3):
         write_image(tmp_path / f"mono/{i}.png", 50, 90, seed=i)
-    cfg = DataConfig(root=str(tmp_path), stereo=(), mono=("mono",), crop_height=16,
-                     crop_width=32, scale_max=2.0)
-    cfg_stereo = DataConfig(root=str(SAMPLES), stereo=("stereo",), crop_height=16,
-                            crop_width=32, mono_fraction=0.5)
+    cfg = DataConfig(
+        root=str(tmp_path),
+        stereo=(),
+        mono=("mono",),
+        crop_height=16,
+        crop_width=32,
+        scale_max=2.0,
+    )
+    cfg_stereo = DataConfig(
+        root=str(SAMPLES),
+        stereo=("stereo",),
+        crop_height=16,
+        crop_width=32,
+        mono_fraction=0.5,
+    )
     pairs, _ = training_sources(cfg_stereo)
     _, mono = training_sources(cfg)
     batches = TrainBatches(pairs, mono, cfg_stereo, batch_size=4, seed=1)
@@ -186,7 +215,9 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
     assert first["left"].shape == (4, 3, 16, 32)
     assert torch.equal(first["left"], batches[3]["left"])
     assert not torch.equal(first["left"], batches[4]["left"])
-    assert not torch.equal(first["left"], TrainBatches(pairs, mono, cfg_stereo, 4, 2)[3]["left"])
+    assert not torch.equal(
+        first["left"], TrainBatches(pairs, mono, cfg_stereo, 4, 2)[3]["left"]
+    )
     with pytest.raises(DataError, match="no training images"):
         TrainBatches([], [], cfg, 4, 0)
 

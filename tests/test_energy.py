@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import calibrate
 from torch import nn
 
-from conftest import calibrate
 from shared.config import load_config
 from shared.evaluation import Frame, evaluate
 from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_frame
@@ -40,7 +40,11 @@ def test_evaluation_reports_energy_per_frame(sample_pair) -> None:
     frame = Frame(0, "kitti", left[0], right[0])
     record = evaluate(model, [frame], [5.0], model.channel)[0]
     energy = record["energy_pj_per_frame"]
-    assert energy["snn"] == pytest.approx(energy["macs"] * E_MAC_PJ + energy["sops"] * E_AC_PJ)
+    assert energy["snn"] == pytest.approx(
+        energy["macs"] * E_MAC_PJ + energy["sops"] * E_AC_PJ
+    )
     assert energy["sops"] > 0 and energy["cnn_twin"] > 0
-    assert energy["cnn_twin"] == pytest.approx(twin_macs_per_frame(model, 64, 128) * E_MAC_PJ)
+    assert energy["cnn_twin"] == pytest.approx(
+        twin_macs_per_frame(model, 64, 128) * E_MAC_PJ
+    )
     assert 0 < record["firing_rate"] < 1

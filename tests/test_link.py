@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 import zmq
+from conftest import REPO
 
 from channel_sim.settings import describe
-from conftest import REPO
 from shared.channel import WirelessChannel, generator_for
 from shared.channel.modulation import channel_input_from_latent
 from shared.commands.link import endpoint_overrides, run_link
@@ -40,27 +40,49 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def link_config(tmp: Path, model: Path, *extra: str):
-    return load_config("tiny", [f"link.model={model}", "link.source=synthetic",
-                                "link.frames=4", f"link.out_dir={tmp}",
-                                "link.hb_interval_s=0.2", "link.idle_timeout_s=60",
-                                *extra])
+    return load_config(
+        "tiny",
+        [
+            f"link.model={model}",
+            "link.source=synthetic",
+            "link.frames=4",
+            f"link.out_dir={tmp}",
+            "link.hb_interval_s=0.2",
+            "link.idle_timeout_s=60",
+            *extra,
+        ],
+    )
 
 
 def read_frames(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()
+    ]
 
 
-@pytest.mark.parametrize("transport, channel", [("tcp", "rayleigh_block"), ("ipc", "awgn")])
-def test_link_equals_in_process_evaluation(tmp_path: Path, tiny_checkpoint: Path,
-                                           transport: str, channel: str) -> None:
-    cfg = link_config(tmp_path, tiny_checkpoint, "channel.snr_db=3.0",
-                      f"channel.kind={channel}", "channel.seed=11", "link.save_grid=true")
+@pytest.mark.parametrize(
+    "transport, channel", [("tcp", "rayleigh_block"), ("ipc", "awgn")]
+)
+def test_link_equals_in_process_evaluation(
+    tmp_path: Path, tiny_checkpoint: Path, transport: str, channel: str
+) -> None:
+    cfg = link_config(
+        tmp_path,
+        tiny_checkpoint,
+        "channel.snr_db=3.0",
+        f"channel.kind={channel}",
+        "channel.seed=11",
+        "link.save_grid=true",
+    )
     result = run_link(cfg, transport=transport, quiet=True)
     assert result.status == 0
     summary = result.summary
     assert summary["frames_sent"] == summary["frames_received"] == 4
     assert summary["frames_lost"] == 0 and summary["frames_single_view"] == 0
-    assert summary["rho"] == pytest.approx(1 / 16) and summary["channel_uses_per_view"] == 1536
+    assert (
+        summary["rho"] == pytest.approx(1 / 16)
+        and summary["channel_uses_per_view"] == 1536
+    )
     assert set(summary["latency_ms"]) == {"p50", "p95"} and summary["fps"] > 0
     assert summary["energy_pj_per_frame"]["snn"] > 0
     assert summary["energy_pj_per_frame"]["cnn_twin"] > 0
@@ -70,18 +92,24 @@ def test_link_equals_in_process_evaluation(tmp_path: Path, tiny_checkpoint: Path
     model, model_cfg = load_model(tiny_checkpoint)
     frames = [f for f, _ in source_frames(cfg, model.stride)]
     channel_model = WirelessChannel.from_config(cfg.channel, "analog")
-    expected = evaluate(model, frames, [3.0], channel_model, seed=11,
-                        measure_energy=False)[0]["frames"]
+    expected = evaluate(
+        model, frames, [3.0], channel_model, seed=11, measure_energy=False
+    )[0]["frames"]
     got = {r["seq"]: r for r in read_frames(tmp_path)}
     for record in expected:
         for side in ("left", "right"):
-            assert abs(got[record["index"]][f"psnr_{side}"] - record[f"psnr_{side}"]) < 1e-4
+            assert (
+                abs(got[record["index"]][f"psnr_{side}"] - record[f"psnr_{side}"])
+                < 1e-4
+            )
 
 
-def test_snr_changes_through_the_control_socket(tmp_path: Path, tiny_checkpoint: Path
-                                                ) -> None:
-    cfg = link_config(tmp_path, tiny_checkpoint, "link.frames=12", "link.fps=4",
-                      "channel.snr_db=10.0")
+def test_snr_changes_through_the_control_socket(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    cfg = link_config(
+        tmp_path, tiny_checkpoint, "link.frames=12", "link.fps=4", "channel.snr_db=10.0"
+    )
     replies = {}
 
     def controller(endpoint: str) -> None:
@@ -100,7 +128,9 @@ def test_snr_changes_through_the_control_socket(tmp_path: Path, tiny_checkpoint:
 
     result = run_link(cfg, quiet=True, controller=controller)
     assert result.status == 0
-    assert replies["now"]["snr_db"] == -5.0 and replies["stats"]["count_control_set"] == 2
+    assert (
+        replies["now"]["snr_db"] == -5.0 and replies["stats"]["count_control_set"] == 2
+    )
     snrs = [r["snr_db"] for r in sorted(read_frames(tmp_path), key=lambda r: r["seq"])]
     assert snrs[0] == 10.0 and -5.0 in snrs[3:9]
     assert snrs[9:] == [0.0, 0.0, 0.0]
@@ -110,40 +140,76 @@ def test_snr_changes_through_the_control_socket(tmp_path: Path, tiny_checkpoint:
 def start(module: str, cfg, tmp: Path) -> subprocess.Popen:
     path = tmp / f"{module}.yaml"
     path.write_text(dump_config(cfg))
-    return subprocess.Popen([sys.executable, "-m", module, "--config", str(path)], cwd=REPO,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--config", str(path)],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def garbage_frames(max_bytes: int) -> list[bytes]:
     """Random bytes, a truncated frame, an oversized one, another version, bad content."""
     valid = encode_message(Message(type="data", seq=1, view=0))
-    body = msgpack.packb({"v": WIRE_VERSION + 1, "type": "data", "stream": 0, "seq": 0,
-                          "view": 0, "t_send": 0.0, "meta": {}, "arrays": {}},
-                         use_bin_type=True)
+    body = msgpack.packb(
+        {
+            "v": WIRE_VERSION + 1,
+            "type": "data",
+            "stream": 0,
+            "seq": 0,
+            "view": 0,
+            "t_send": 0.0,
+            "meta": {},
+            "arrays": {},
+        },
+        use_bin_type=True,
+    )
     other_version = body + zlib.crc32(body).to_bytes(4, "little")
-    oversized = encode_message(Message(type="data", arrays={
-        "counts": np.zeros(max_bytes, np.uint8)}))
-    nonsense = encode_message(Message(type="data", view=0, meta={"latent": "count_pam",
-                                                                 "time_steps": 4},
-                                      arrays={"counts": np.zeros((2, 2), np.float32)}))
+    oversized = encode_message(
+        Message(type="data", arrays={"counts": np.zeros(max_bytes, np.uint8)})
+    )
+    nonsense = encode_message(
+        Message(
+            type="data",
+            view=0,
+            meta={"latent": "count_pam", "time_steps": 4},
+            arrays={"counts": np.zeros((2, 2), np.float32)},
+        )
+    )
     return [os.urandom(300), valid[:-7], oversized, other_version, nonsense]
 
 
 def latent_for(model, cfg, seq: int, view: int):
     left, right = synthetic_stereo(1, 64, 128, seed=seq)
     latent = model.encode(left, right)["latent"][view, 0].numpy()
-    meta = {"name": f"s{seq}", "height": 64, "width": 128, "orig_height": 64,
-            "orig_width": 128, "enc_rate_sum": 0.0, "enc_layers": 1, "enc_energy_pj": 0.0,
-            "model_kind": "snn"}
-    msg, packed = latent_message(1, seq, view, latent, "count_pam",
-                                 cfg.model.time_steps, meta)
+    meta = {
+        "name": f"s{seq}",
+        "height": 64,
+        "width": 128,
+        "orig_height": 64,
+        "orig_width": 128,
+        "enc_rate_sum": 0.0,
+        "enc_layers": 1,
+        "enc_energy_pj": 0.0,
+        "model_kind": "snn",
+    }
+    msg, packed = latent_message(
+        1, seq, view, latent, "count_pam", cfg.model.time_steps, meta
+    )
     return msg, packed, (left if view == 0 else right)[0]
 
 
-def test_channel_process_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    cfg = link_config(tmp_path, tiny_checkpoint, "link.max_message_bytes=200000",
-                      *endpoint_overrides("tcp", tmp_path))
+def test_channel_process_survives_bad_input(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    cfg = link_config(
+        tmp_path,
+        tiny_checkpoint,
+        "link.max_message_bytes=200000",
+        *endpoint_overrides("tcp", tmp_path),
+    )
     model, _ = load_model(tiny_checkpoint)
     proc = start("channel_sim", cfg, tmp_path)
     ctx = zmq.Context()
@@ -168,8 +234,12 @@ def test_channel_process_survives_bad_input(tmp_path: Path, tiny_checkpoint: Pat
         with ControlClient(cfg.link.channel_control) as client:
             stats = client.request("stats")
             assert stats["dropped"] == 5
-            assert (stats["dropped_checksum"], stats["dropped_oversized"],
-                    stats["dropped_version"], stats["dropped_protocol"]) == (2, 1, 1, 1)
+            assert (
+                stats["dropped_checksum"],
+                stats["dropped_oversized"],
+                stats["dropped_version"],
+                stats["dropped_protocol"],
+            ) == (2, 1, 1, 1)
             client.request("stop")
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
@@ -184,8 +254,12 @@ def test_channel_process_survives_bad_input(tmp_path: Path, tiny_checkpoint: Pat
 
 
 def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    cfg = link_config(tmp_path, tiny_checkpoint, "link.max_message_bytes=200000",
-                      *endpoint_overrides("tcp", tmp_path))
+    cfg = link_config(
+        tmp_path,
+        tiny_checkpoint,
+        "link.max_message_bytes=200000",
+        *endpoint_overrides("tcp", tmp_path),
+    )
     model, model_cfg = load_model(tiny_checkpoint)
     ctx = zmq.Context()
     data, ref = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
@@ -204,11 +278,17 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
             ref.send(encode_message(reference_message(1, 0, view, image, msg.meta)))
             latent = torch.from_numpy(msg.arrays["counts"])[None]
             x = channel_input_from_latent(latent, "count_pam", cfg.model.time_steps)
-            use = channel.propagate(channel.transmit(x), torch.tensor([5.0]),
-                                    generator_for(0, 0, view))
+            use = channel.propagate(
+                channel.transmit(x), torch.tensor([5.0]), generator_for(0, 0, view)
+            )
             settings = describe(cfg.channel)
-            data.send(encode_message(channel_message(msg, use, tuple(latent.shape[1:]),
-                                                     {**settings, "snr_db": 5.0})))
+            data.send(
+                encode_message(
+                    channel_message(
+                        msg, use, tuple(latent.shape[1:]), {**settings, "snr_db": 5.0}
+                    )
+                )
+            )
         data.send(encode_message(eos_message(1, 1)))
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output[-2000:]
@@ -220,15 +300,22 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
             proc.kill()
             proc.communicate()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["frames_received"] == 1 and summary["frames_lost"] == 0, output[-3000:]
+    assert summary["frames_received"] == 1 and summary["frames_lost"] == 0, output[
+        -3000:
+    ]
     assert sum(summary["dropped_messages"].values()) == 10
     assert summary["psnr_db"]["left"] is not None
 
 
 def test_bad_config_stops_before_binding(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "channel_sim", "--set",
-                           "channel.kind=rayleigh"], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "channel_sim", "--set", "channel.kind=rayleigh"],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "channel.kind" in proc.stderr and "listening" not in proc.stderr
 
@@ -236,10 +323,31 @@ def test_bad_config_stops_before_binding(tmp_path: Path) -> None:
 def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "link", "--config", "tiny", "--model",
-         str(tiny_checkpoint), "--source", "synthetic", "--repeat", "0", "--fps", "5",
-         "--out", str(out), "--quiet"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "link",
+            "--config",
+            "tiny",
+            "--model",
+            str(tiny_checkpoint),
+            "--source",
+            "synthetic",
+            "--repeat",
+            "0",
+            "--fps",
+            "5",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out / "frames.jsonl").exists():
         time.sleep(0.1)
@@ -248,6 +356,8 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     time.sleep(0.5)
-    leftovers = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(out)], capture_output=True, text=True
+    )
     assert leftovers.stdout.strip() == ""
     assert (out / "summary.json").exists()

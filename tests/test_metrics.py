@@ -18,7 +18,10 @@ def test_psnr_per_image_and_clamping() -> None:
     assert out.shape == (2,)
     assert out[0].item() == pytest.approx(20.0, abs=1e-5)
     assert math.isinf(out[1].item())
-    assert psnr(torch.full((1, 3, 4, 4), 1.7), torch.ones(1, 3, 4, 4))[0].item() == math.inf
+    assert (
+        psnr(torch.full((1, 3, 4, 4), 1.7), torch.ones(1, 3, 4, 4))[0].item()
+        == math.inf
+    )
 
 
 def test_ms_ssim_settings() -> None:

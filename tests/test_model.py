@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import calibrate
+
 from shared.channel import generator_for
 from shared.config import ConfigError, load_config
 from shared.model.fusion import parallax_masks, row_attention
@@ -58,11 +58,20 @@ def test_zero_latent_through_the_channel_gives_zeros_not_nan() -> None:
     assert torch.isfinite(soft).all()
 
 
-@pytest.mark.parametrize("overrides", [
-    (), ("model.kind=cnn",), ("model.share_encoder=false",),
-    ("model.latent=spike_bpsk", "model.widths=[8,8,8,8]", "model.res_blocks=[0,0,0,1]",
-     "model.fusion_scales=[3]"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("model.kind=cnn",),
+        ("model.share_encoder=false",),
+        (
+            "model.latent=spike_bpsk",
+            "model.widths=[8,8,8,8]",
+            "model.res_blocks=[0,0,0,1]",
+            "model.fusion_scales=[3]",
+        ),
+    ],
+)
 def test_forward_equals_encode_channel_decode(sample_pair, overrides) -> None:
     model = default_model(*overrides).eval()
     snr = torch.tensor([3.0, 3.0])
@@ -89,9 +98,17 @@ def test_outputs_are_images_with_many_distinct_values(sample_pair) -> None:
 
 
 def test_bit_latent_over_a_binary_symmetric_channel(sample_pair) -> None:
-    cfg = load_config("default", ["model.latent=spike_bpsk", "model.widths=[8,8,8,8]",
-                                  "model.res_blocks=[0,0,0,1]", "model.fusion_scales=[3]",
-                                  "channel.kind=bsc", "channel.flip_prob=0.05"])
+    cfg = load_config(
+        "default",
+        [
+            "model.latent=spike_bpsk",
+            "model.widths=[8,8,8,8]",
+            "model.res_blocks=[0,0,0,1]",
+            "model.fusion_scales=[3]",
+            "channel.kind=bsc",
+            "channel.flip_prob=0.05",
+        ],
+    )
     model = build_model(cfg.model, cfg.channel)
     model.train()
     out = model(*sample_pair, torch.tensor([0.0]))

@@ -17,18 +17,29 @@ from shared.model.neurons import (
 )
 
 
-@pytest.mark.parametrize("v_reset, detach, kind, sg", list(itertools.product(
-    [0.0, None], [True, False], ["lif", "plif"], ["atan", "sigmoid"])))
+@pytest.mark.parametrize(
+    "v_reset, detach, kind, sg",
+    list(
+        itertools.product(
+            [0.0, None], [True, False], ["lif", "plif"], ["atan", "sigmoid"]
+        )
+    ),
+)
 def test_fused_equals_the_torch_backend(v_reset, detach, kind, sg) -> None:
     surrogate_fn = {"atan": surrogate.ATan, "sigmoid": surrogate.Sigmoid}[sg]
     kw = dict(v_reset=v_reset, detach_reset=detach, step_mode="m")
     if kind == "lif":
         ref = neuron.LIFNode(tau=2.0, surrogate_function=surrogate_fn(), **kw)
-        fused = FusedLIFNode(tau=2.0, surrogate_function=surrogate_fn(), backend="fused", **kw)
+        fused = FusedLIFNode(
+            tau=2.0, surrogate_function=surrogate_fn(), backend="fused", **kw
+        )
     else:
-        ref = neuron.ParametricLIFNode(init_tau=3.0, surrogate_function=surrogate_fn(), **kw)
-        fused = FusedParametricLIFNode(init_tau=3.0, surrogate_function=surrogate_fn(),
-                                       backend="fused", **kw)
+        ref = neuron.ParametricLIFNode(
+            init_tau=3.0, surrogate_function=surrogate_fn(), **kw
+        )
+        fused = FusedParametricLIFNode(
+            init_tau=3.0, surrogate_function=surrogate_fn(), backend="fused", **kw
+        )
     x = (torch.randn(6, 4, 33, dtype=torch.float64) * 1.5 + 0.8).requires_grad_()
     weights = torch.randn(6, 4, 33, dtype=torch.float64)
     out_ref = ref(x)
@@ -48,7 +59,9 @@ def test_fused_equals_the_torch_backend(v_reset, detach, kind, sg) -> None:
 def test_multi_step_equals_single_step() -> None:
     cfg = ModelConfig()
     multi = make_neuron(cfg)
-    single = neuron.LIFNode(tau=cfg.tau, surrogate_function=surrogate.ATan(), step_mode="s")
+    single = neuron.LIFNode(
+        tau=cfg.tau, surrogate_function=surrogate.ATan(), step_mode="s"
+    )
     x = torch.randn(5, 2, 16) + 1.0
     expected = torch.stack([single(x[t]) for t in range(5)])
     assert torch.equal(multi(x), expected)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SAMPLES
+
 from shared.baselines import (
     budget_bytes,
     code_at_budget,
@@ -27,12 +27,14 @@ def test_bits_per_view_follow_capacity() -> None:
     assert capacity_bits(6144, 10.0) == pytest.approx(6144 * math.log2(11.0))
     assert budget_bytes(6144, 10.0) == 2656
     assert budget_bytes(6144, 0.0) == 768
-    assert budget_bytes(6144, -5.0) == int(6144 * math.log2(1 + 10 ** -0.5) // 8)
+    assert budget_bytes(6144, -5.0) == int(6144 * math.log2(1 + 10**-0.5) // 8)
 
 
 def test_block_fading_uses_the_instantaneous_snr() -> None:
     assert instantaneous_snr_db("awgn", 5.0, 0, 1, 0) == 5.0
-    faded = [instantaneous_snr_db("rayleigh_block", 5.0, 0, seq, 0) for seq in range(2000)]
+    faded = [
+        instantaneous_snr_db("rayleigh_block", 5.0, 0, seq, 0) for seq in range(2000)
+    ]
     assert faded[0] == instantaneous_snr_db("rayleigh_block", 5.0, 0, 0, 0)
     gains = torch.tensor([10 ** ((f - 5.0) / 10) for f in faded])
     assert gains.mean().item() == pytest.approx(1.0, abs=0.08)  # E|h|^2 = 1
@@ -63,12 +65,24 @@ def test_snr_lists_and_ranges() -> None:
 
 def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:
     model, cfg = load_model(tiny_checkpoint)
-    frames = load_frames(str(SAMPLES / "stereo"), None, cfg.data.image_height,
-                         cfg.data.image_width, limit=2)
-    spec = SweepSpec((("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames))
+    frames = load_frames(
+        str(SAMPLES / "stereo"),
+        None,
+        cfg.data.image_height,
+        cfg.data.image_width,
+        limit=2,
+    )
+    spec = SweepSpec(
+        (("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames)
+    )
     direct = sweep_in_process(model, "tiny", frames, spec)
-    linked = sweep_link(str(tiny_checkpoint), str(SAMPLES / "stereo"), None,
-                        SweepSpec(spec.points, spec.csi, spec.seed, 2), tmp_path)
+    linked = sweep_link(
+        str(tiny_checkpoint),
+        str(SAMPLES / "stereo"),
+        None,
+        SweepSpec(spec.points, spec.csi, spec.seed, 2),
+        tmp_path,
+    )
     for a, b in zip(direct, linked):
         assert (a["channel"], a["snr_db"]) == (b["channel"], b["snr_db"])
         assert b["frames_lost"] == 0
@@ -77,12 +91,33 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
 
 
 def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    code = sweep_main(["--model", str(tiny_checkpoint), "--snrs", "0,10", "--frames", "1",
-                       "--channels", "awgn,rician_block", "--baselines", "jpeg2000",
-                       "--mode", "inprocess", "--out", str(tmp_path)])
+    code = sweep_main(
+        [
+            "--model",
+            str(tiny_checkpoint),
+            "--snrs",
+            "0,10",
+            "--frames",
+            "1",
+            "--channels",
+            "awgn,rician_block",
+            "--baselines",
+            "jpeg2000",
+            "--mode",
+            "inprocess",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
-    for name in ("sweep.json", "sweep.csv", "psnr.png", "energy.png", "examples.png",
-                 "report.md"):
+    for name in (
+        "sweep.json",
+        "sweep.csv",
+        "psnr.png",
+        "energy.png",
+        "examples.png",
+        "report.md",
+    ):
         assert (tmp_path / name).exists(), name
     records = json.loads((tmp_path / "sweep.json").read_text())["records"]
     assert len(records) == 8  # (model + baseline) x 2 channels x 2 SNRs
@@ -91,5 +126,16 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
     assert csv_lines[0].startswith("system,kind,channel,csi,snr_db,psnr_left")
     assert len(csv_lines) == 9
     assert "| awgn | tiny |" in (tmp_path / "report.md").read_text()
-    assert sweep_main(["--model", str(tiny_checkpoint), "--baselines", "png",
-                       "--out", str(tmp_path)]) == 1
+    assert (
+        sweep_main(
+            [
+                "--model",
+                str(tiny_checkpoint),
+                "--baselines",
+                "png",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )

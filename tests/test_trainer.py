@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, SAMPLES
+
 from shared.config import load_config
 from shared.data.datasets import EvalPairs
 from shared.data.pairs import find_pairs
@@ -23,8 +23,16 @@ from trainer.__main__ import main
 from trainer.hybrid import init_from_twin
 from trainer.train import TrainingError, _check_silent
 
-TINY_ON_SAMPLES = ["--config", "tiny", "--set", f"data.root={SAMPLES}",
-                   "--set", "data.stereo=[stereo]", "--set", "data.val_split="]
+TINY_ON_SAMPLES = [
+    "--config",
+    "tiny",
+    "--set",
+    f"data.root={SAMPLES}",
+    "--set",
+    "data.stereo=[stereo]",
+    "--set",
+    "data.val_split=",
+]
 
 
 def run(tmp: Path, *extra: str) -> int:
@@ -38,8 +46,20 @@ def sample_frames(height: int, width: int) -> list[Frame]:
 
 def test_short_training_beats_a_constant_image_by_5_db(tmp_path: Path) -> None:
     """The spiking model learns: 150 CPU steps on the real sample pairs."""
-    assert run(tmp_path, "--set", "train.steps=150", "--set", "train.warmup_steps=10",
-               "--set", "train.snr_min_db=20", "--set", "train.snr_max_db=20") == 0
+    assert (
+        run(
+            tmp_path,
+            "--set",
+            "train.steps=150",
+            "--set",
+            "train.warmup_steps=10",
+            "--set",
+            "train.snr_min_db=20",
+            "--set",
+            "train.snr_max_db=20",
+        )
+        == 0
+    )
     model, cfg = load_model(tmp_path / "model.pt")
     frames = sample_frames(cfg.data.image_height, cfg.data.image_width)
     record = evaluate(model, frames, [20.0], model.channel, measure_energy=False)[0]
@@ -47,8 +67,13 @@ def test_short_training_beats_a_constant_image_by_5_db(tmp_path: Path) -> None:
     constant = views.mean(dim=(0, 1, 3, 4), keepdim=True)
     mse = (views - constant).square().mean(dim=(2, 3, 4))
     constant_psnr = (-10 * torch.log10(mse)).mean().item()
-    assert record["psnr_db"]["mean"] >= constant_psnr + 5.0, (record["psnr_db"], constant_psnr)
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert record["psnr_db"]["mean"] >= constant_psnr + 5.0, (
+        record["psnr_db"],
+        constant_psnr,
+    )
+    log = [
+        json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()
+    ]
     assert log[-1]["kind"] == "train" and 0.02 < log[-1]["rate_mean"] < 0.5
     assert (tmp_path / "train.csv").read_text().startswith("step,loss,mse,psnr,lr")
 
@@ -56,8 +81,16 @@ def test_short_training_beats_a_constant_image_by_5_db(tmp_path: Path) -> None:
 def test_checkpoint_round_trip(tmp_path: Path, sample_pair) -> None:
     assert run(tmp_path, "--set", "train.steps=2") == 0
     ckpt = load_checkpoint(tmp_path / "last.pt")
-    assert set(ckpt) >= {"model", "optimizer", "scheduler", "config", "step", "best_metric",
-                         "metrics", "git_commit"}
+    assert set(ckpt) >= {
+        "model",
+        "optimizer",
+        "scheduler",
+        "config",
+        "step",
+        "best_metric",
+        "metrics",
+        "git_commit",
+    }
     assert ckpt["step"] == 2
     model, cfg = load_model(tmp_path / "last.pt")
     fresh = build_model(cfg.model)
@@ -66,7 +99,9 @@ def test_checkpoint_round_trip(tmp_path: Path, sample_pair) -> None:
     snr = torch.tensor([5.0])
     with torch.no_grad():
         a = model(left, right, snr, torch.Generator().manual_seed(0))["x_hat_left"]
-        b = fresh.eval()(left, right, snr, torch.Generator().manual_seed(0))["x_hat_left"]
+        b = fresh.eval()(left, right, snr, torch.Generator().manual_seed(0))[
+            "x_hat_left"
+        ]
     assert torch.equal(a, b)
     assert (tmp_path / "config.yaml").exists() and (tmp_path / "model.pt").exists()
     assert "optimizer" not in load_checkpoint(tmp_path / "model.pt")
@@ -77,8 +112,17 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert run(tmp_path / "straight", *steps) == 0
     assert run(tmp_path / "paused", *steps, "--set", "train.max_minutes=1.0e-9") == 0
     assert load_checkpoint(tmp_path / "paused" / "last.pt")["step"] == 1
-    assert main(["--resume", str(tmp_path / "paused" / "last.pt"),
-                 "--set", "train.max_minutes=0"]) == 0
+    assert (
+        main(
+            [
+                "--resume",
+                str(tmp_path / "paused" / "last.pt"),
+                "--set",
+                "train.max_minutes=0",
+            ]
+        )
+        == 0
+    )
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "paused" / "last.pt")
     assert b["step"] == 6
@@ -94,18 +138,33 @@ def test_resume_refuses_a_different_model(tmp_path: Path, capsys) -> None:
 
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc_per_node=2", "-m", "trainer", *TINY_ON_SAMPLES,
-           "--set", "train.steps=4", "--set", "train.threads=1", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainer",
+        *TINY_ON_SAMPLES,
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.threads=1",
+        "--out",
+        str(tmp_path),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2" in proc.stderr
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path,
-                                                                  monkeypatch) -> None:
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
     real = train_module.stereo_loss
     calls = {"n": 0}
 
@@ -149,6 +208,7 @@ def test_mismatched_config_names_the_keys(tmp_path: Path) -> None:
     wrong = build_model(other.model)
     with pytest.raises(CheckpointError, match="shape mismatch: .*stages.2"):
         from shared.model.checkpoint import load_state_strict
+
         load_state_strict(wrong, load_checkpoint(tmp_path / "model.pt")["model"], "x")
 
 

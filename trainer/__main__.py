@@ -27,26 +27,61 @@ from trainer.train import TrainingError, train
 log = logging.getLogger("trainer")
 
 #: Keys that may change when a run is resumed; any other change is refused.
-RESUMABLE_KEYS = ("train.steps", "train.max_minutes", "train.out_dir", "train.val_every",
-                  "train.log_every", "train.ckpt_every", "train.threads", "train.device",
-                  "data.workers", "data.root")
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.max_minutes",
+    "train.out_dir",
+    "train.val_every",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.threads",
+    "train.device",
+    "data.workers",
+    "data.root",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikelink train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None,
-                        help="YAML file or preset name in shared/configs (default: "
-                        "'default', or the checkpoint's own config with --resume)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config key, e.g. "
-                        "train.steps=100 (repeatable; values are YAML)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                        help="continue from CKPT (default: <train.out_dir>/last.pt)")
-    parser.add_argument("--init-from", default=None, metavar="CKPT",
-                        help="initialise the SNN from a trained CNN twin (hybrid training)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="output folder (same as --set train.out_dir=DIR)")
+    parser = argparse.ArgumentParser(
+        prog="spikelink train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML file or preset name in shared/configs (default: "
+        "'default', or the checkpoint's own config with --resume)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. "
+        "train.steps=100 (repeatable; values are YAML)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT (default: <train.out_dir>/last.pt)",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CKPT",
+        help="initialise the SNN from a trained CNN twin (hybrid training)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (same as --set train.out_dir=DIR)",
+    )
     return parser
 
 
@@ -59,23 +94,35 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
     cfg = load_config(args.config or "default", overrides)
     if args.resume is None:
         return cfg, None
-    path = Path(cfg.train.out_dir) / "last.pt" if args.resume == "auto" else Path(args.resume)
+    path = (
+        Path(cfg.train.out_dir) / "last.pt"
+        if args.resume == "auto"
+        else Path(args.resume)
+    )
     ckpt = load_checkpoint(path)
     resumed = config_from_dict(config_from_stored(ckpt["config"]).to_dict(), overrides)
     requested = cfg if args.config else resumed
     stored = config_from_stored(ckpt["config"]).to_dict()
-    changed = [d for d in config_differences(stored, requested.to_dict())
-               if not d.split(":")[0].startswith(RESUMABLE_KEYS)]
+    changed = [
+        d
+        for d in config_differences(stored, requested.to_dict())
+        if not d.split(":")[0].startswith(RESUMABLE_KEYS)
+    ]
     if changed:
-        raise CheckpointError(f"cannot resume {path} with a different config: "
-                              + "; ".join(changed))
+        raise CheckpointError(
+            f"cannot resume {path} with a different config: " + "; ".join(changed)
+        )
     return resumed, ckpt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s trainer %(levelname)s "
-                        "%(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s trainer %(levelname)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
     try:
         cfg, ckpt = resolve_config(args)
     except (ConfigError, CheckpointError) as exc:

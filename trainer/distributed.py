@@ -25,9 +25,13 @@ class Runtime:
 
 def setup(device_choice: str) -> Runtime:
     """Pick the device ('auto' = CUDA when present) and join the process group if any."""
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    use_cuda = device_choice == "cuda" or (
+        device_choice == "auto" and torch.cuda.is_available()
+    )
     if device_choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config key 'train.device' is 'cuda' but CUDA is not available")
+        raise RuntimeError(
+            "config key 'train.device' is 'cuda' but CUDA is not available"
+        )
     if "RANK" not in os.environ:
         return Runtime(0, 1, torch.device("cuda" if use_cuda else "cpu"), False)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")

@@ -14,8 +14,15 @@ from shared.model.checkpoint import (
 )
 
 #: Keys of the model config that may differ between the twin and the SNN.
-_NEURON_KEYS = ("kind", "tau", "reset", "neuron", "surrogate", "surrogate_alpha",
-                "detach_reset")
+_NEURON_KEYS = (
+    "kind",
+    "tau",
+    "reset",
+    "neuron",
+    "surrogate",
+    "surrogate_alpha",
+    "detach_reset",
+)
 
 
 def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) -> None:
@@ -28,12 +35,18 @@ def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) ->
     ckpt = load_checkpoint(path)
     twin_model = ckpt["config"].get("model", {})
     ours = cfg.to_dict()["model"]
-    diffs = [d for d in config_differences(twin_model, ours)
-             if d.split(":")[0] not in _NEURON_KEYS]
+    diffs = [
+        d
+        for d in config_differences(twin_model, ours)
+        if d.split(":")[0] not in _NEURON_KEYS
+    ]
     if diffs:
-        raise CheckpointError(f"--init-from {path}: the twin's model config differs: "
-                              + "; ".join(diffs))
-    load_state_strict(model, ckpt["model"], f"--init-from {path}", ignore_missing=(".w",))
+        raise CheckpointError(
+            f"--init-from {path}: the twin's model config differs: " + "; ".join(diffs)
+        )
+    load_state_strict(
+        model, ckpt["model"], f"--init-from {path}", ignore_missing=(".w",)
+    )
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):

@@ -10,8 +10,9 @@ from shared.config import TrainConfig
 from shared.metrics import MSSSIM_WIN_SIZE
 
 
-def stereo_loss(output: dict[str, object], batch: dict[str, Tensor], cfg: TrainConfig
-                ) -> dict[str, Tensor]:
+def stereo_loss(
+    output: dict[str, object], batch: dict[str, Tensor], cfg: TrainConfig
+) -> dict[str, Tensor]:
     """Named loss terms; ``"loss"`` is the total that is minimised.
 
     Input
@@ -30,7 +31,9 @@ def stereo_loss(output: dict[str, object], batch: dict[str, Tensor], cfg: TrainC
     if cfg.loss == "mse_msssim":
         similarity = ms_ssim(x_hat, x, data_range=1.0, win_size=MSSSIM_WIN_SIZE)
         terms["ms_ssim"] = similarity
-        terms["loss"] = (1.0 - cfg.msssim_weight) * mse + cfg.msssim_weight * (1.0 - similarity)
+        terms["loss"] = (1.0 - cfg.msssim_weight) * mse + cfg.msssim_weight * (
+            1.0 - similarity
+        )
     else:
         terms["loss"] = mse
     return terms

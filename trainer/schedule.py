@@ -13,4 +13,6 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(cfg.steps - cfg.warmup_steps, 1)
     progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (
+        1.0 + math.cos(math.pi * progress)
+    )

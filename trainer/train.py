@@ -16,9 +16,19 @@ from tqdm import tqdm
 
 from shared.channel.rng import generator_for
 from shared.config import Config, ConfigError, dump_config
-from shared.data.datasets import EvalPairs, TrainBatches, training_sources, validation_pairs
+from shared.data.datasets import (
+    EvalPairs,
+    TrainBatches,
+    training_sources,
+    validation_pairs,
+)
 from shared.evaluation import Frame, evaluate
-from shared.model.checkpoint import git_commit, load_checkpoint, load_state_strict, save_checkpoint
+from shared.model.checkpoint import (
+    git_commit,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+)
 from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
 from trainer.distributed import Runtime
@@ -41,20 +51,37 @@ def load_val_frames(cfg: Config) -> list[Frame]:
     """The validation split with the evaluation crop (empty without ``data.val_split``)."""
     if not cfg.data.val_split:
         return []
-    pairs = EvalPairs(validation_pairs(cfg.data), cfg.data.image_height, cfg.data.image_width)
-    return [Frame(i, item["name"], item["left"], item["right"])
-            for i, item in enumerate(pairs)]
+    pairs = EvalPairs(
+        validation_pairs(cfg.data), cfg.data.image_height, cfg.data.image_width
+    )
+    return [
+        Frame(i, item["name"], item["left"], item["right"])
+        for i, item in enumerate(pairs)
+    ]
 
 
 def validate(model: StereoJSCC, frames: list[Frame], cfg: Config) -> dict[str, Any]:
     """PSNR / MS-SSIM on the validation frames at ``train.val_snrs`` (training channel)."""
-    records = evaluate(model, frames, cfg.train.val_snrs, model.channel, cfg.train.seed,
-                       measure_energy=False)
+    records = evaluate(
+        model,
+        frames,
+        cfg.train.val_snrs,
+        model.channel,
+        cfg.train.seed,
+        measure_energy=False,
+    )
     psnrs = [r["psnr_db"]["mean"] for r in records]
     return {
         "psnr_mean": sum(psnrs) / len(psnrs),
-        "per_snr": [{"snr_db": r["snr_db"], "psnr_db": r["psnr_db"], "ms_ssim": r["ms_ssim"],
-                     "firing_rate": r["firing_rate"]} for r in records],
+        "per_snr": [
+            {
+                "snr_db": r["snr_db"],
+                "psnr_db": r["psnr_db"],
+                "ms_ssim": r["ms_ssim"],
+                "firing_rate": r["firing_rate"],
+            }
+            for r in records
+        ],
     }
 
 
@@ -64,24 +91,43 @@ def _batch_snr(cfg: Config, runtime: Runtime, step: int, batch: int) -> torch.Te
     return cfg.train.snr_min_db + (cfg.train.snr_max_db - cfg.train.snr_min_db) * u
 
 
-def _checkpoint(model: StereoJSCC, optimizer: torch.optim.Optimizer, cfg: Config, step: int,
-                best: float, metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": {"name": "warmup_cosine", "step": step}, "config": cfg.to_dict(),
-            "step": step, "best_metric": best, "metrics": metrics, "git_commit": git_commit()}
+def _checkpoint(
+    model: StereoJSCC,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    step: int,
+    best: float,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"name": "warmup_cosine", "step": step},
+        "config": cfg.to_dict(),
+        "step": step,
+        "best_metric": best,
+        "metrics": metrics,
+        "git_commit": git_commit(),
+    }
 
 
-def _check_silent(rates: dict[str, torch.Tensor], silent_counts: dict[str, int]) -> None:
+def _check_silent(
+    rates: dict[str, torch.Tensor], silent_counts: dict[str, int]
+) -> None:
     for name, rate in rates.items():
-        silent_counts[name] = silent_counts.get(name, 0) + 1 if float(rate) == 0.0 else 0
+        silent_counts[name] = (
+            silent_counts.get(name, 0) + 1 if float(rate) == 0.0 else 0
+        )
     dead = [n for n, c in silent_counts.items() if c >= SILENT_PATIENCE]
     if dead:
-        raise TrainingError(f"layers silent for {SILENT_PATIENCE} log steps in a row: "
-                            f"{', '.join(dead)}")
+        raise TrainingError(
+            f"layers silent for {SILENT_PATIENCE} log steps in a row: {', '.join(dead)}"
+        )
 
 
-def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
-          ) -> dict[str, Any]:
+def train(
+    cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train until ``train.steps`` or the time budget; returns a summary dict.
 
     ``resume`` is a loaded checkpoint to continue from (exactly: batches, SNRs and channel
@@ -90,13 +136,17 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
     tc = cfg.train
     out_dir = Path(tc.out_dir)
     if tc.loss == "mse_msssim" and min(cfg.data.crop_height, cfg.data.crop_width) < 97:
-        raise ConfigError("config key 'train.loss': 'mse_msssim' needs data.crop_height and "
-                          "data.crop_width >= 97 (MS-SSIM with win_size 7)")
+        raise ConfigError(
+            "config key 'train.loss': 'mse_msssim' needs data.crop_height and "
+            "data.crop_width >= 97 (MS-SSIM with win_size 7)"
+        )
     if tc.threads:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model, cfg.channel).to(runtime.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
+    )
     start, best, metrics = 0, -math.inf, {}
     if resume is not None:
         load_state_strict(model, resume["model"], "resume checkpoint")
@@ -108,28 +158,49 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
 
     pairs, mono = training_sources(cfg.data)
     batches = TrainBatches(pairs, mono, cfg.data, tc.batch_size, tc.seed, runtime.rank)
-    loader = DataLoader(batches, batch_size=None, sampler=range(start, tc.steps),
-                        num_workers=cfg.data.workers)
+    loader = DataLoader(
+        batches,
+        batch_size=None,
+        sampler=range(start, tc.steps),
+        num_workers=cfg.data.workers,
+    )
     val_frames = load_val_frames(cfg) if runtime.is_main else []
     mlog = MetricsLog(out_dir) if runtime.is_main else None
     if runtime.is_main:
         (out_dir / "config.yaml").write_text(dump_config(cfg))
-        log.info("model %s (%s, %d parameters), %d stereo pairs + %d mono photos, "
-                 "%d validation pairs, device %s, world %d", cfg.model.arch, cfg.model.kind,
-                 parameter_count(model), len(pairs), len(mono), len(val_frames),
-                 runtime.device, runtime.world)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if runtime.device.type == "cuda" and tc.precision == "bfloat16"
-                else nullcontext())
+        log.info(
+            "model %s (%s, %d parameters), %d stereo pairs + %d mono photos, "
+            "%d validation pairs, device %s, world %d",
+            cfg.model.arch,
+            cfg.model.kind,
+            parameter_count(model),
+            len(pairs),
+            len(mono),
+            len(val_frames),
+            runtime.device,
+            runtime.world,
+        )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if runtime.device.type == "cuda" and tc.precision == "bfloat16"
+        else nullcontext()
+    )
     silent_counts: dict[str, int] = {}
     t_start = time.monotonic()
     t_last, step_last, step = time.monotonic(), start, start
     status = "finished"
-    bar = tqdm(total=tc.steps, initial=start, disable=not runtime.is_main, unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.steps,
+        initial=start,
+        disable=not runtime.is_main,
+        unit="step",
+        dynamic_ncols=True,
+    )
 
     def save(name: str) -> None:
-        save_checkpoint(out_dir / name, _checkpoint(model, optimizer, cfg, step, best, metrics))
+        save_checkpoint(
+            out_dir / name, _checkpoint(model, optimizer, cfg, step, best, metrics)
+        )
 
     for step, batch in zip(range(start, tc.steps), loader):
         model.train()
@@ -139,13 +210,22 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
         batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
         snr = _batch_snr(cfg, runtime, step, batch["left"].shape[0]).to(runtime.device)
         with autocast:
-            out = net(batch["left"], batch["right"], snr,
-                      generator_for(tc.seed, "channel", runtime.rank, step))
+            out = net(
+                batch["left"],
+                batch["right"],
+                snr,
+                generator_for(tc.seed, "channel", runtime.rank, step),
+            )
             terms = stereo_loss(out, batch, tc)
-        loss_value, mse_value = float(terms["loss"].detach()), float(terms["mse"].detach())
+        loss_value, mse_value = (
+            float(terms["loss"].detach()),
+            float(terms["mse"].detach()),
+        )
         if not math.isfinite(loss_value):
-            raise TrainingError(f"non-finite loss {loss_value} at step {step}; "
-                                f"the last good checkpoint is {out_dir / 'last.pt'}")
+            raise TrainingError(
+                f"non-finite loss {loss_value} at step {step}; "
+                f"the last good checkpoint is {out_dir / 'last.pt'}"
+            )
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if tc.grad_clip > 0:
@@ -160,26 +240,51 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
             _check_silent(rates, silent_counts)
             rate_values = [float(r) for r in rates.values()]
             record = {
-                "step": step, "loss": loss_value, "mse": mse_value,
-                "psnr": -10.0 * math.log10(max(mse_value, 1e-12)), "lr": lr,
-                "pairs_per_s": tc.batch_size * runtime.world * (step - step_last)
+                "step": step,
+                "loss": loss_value,
+                "mse": mse_value,
+                "psnr": -10.0 * math.log10(max(mse_value, 1e-12)),
+                "lr": lr,
+                "pairs_per_s": tc.batch_size
+                * runtime.world
+                * (step - step_last)
                 / max(now - t_last, 1e-9),
                 "rate_mean": sum(rate_values) / len(rate_values),
-                "rate_min": min(rate_values), "rate_max": max(rate_values),
+                "rate_min": min(rate_values),
+                "rate_max": max(rate_values),
                 "elapsed_s": now - t_start,
                 "rates": {k: float(v) for k, v in rates.items()},
             }
             t_last, step_last = now, step
             mlog.write("train", record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.2f}",
-                            rate=f"{record['rate_mean']:.3f}")
-        if runtime.is_main and val_frames and (step % tc.val_every == 0 or step == tc.steps):
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                psnr=f"{record['psnr']:.2f}",
+                rate=f"{record['rate_mean']:.3f}",
+            )
+        if (
+            runtime.is_main
+            and val_frames
+            and (step % tc.val_every == 0 or step == tc.steps)
+        ):
             metrics = validate(model, val_frames, cfg)
-            mlog.write("val", {"step": step, "psnr_mean": metrics["psnr_mean"],
-                               "per_snr": metrics["per_snr"]})
-            log.info("step %d validation: mean PSNR %.2f dB (%s)", step, metrics["psnr_mean"],
-                     ", ".join(f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
-                               for r in metrics["per_snr"]))
+            mlog.write(
+                "val",
+                {
+                    "step": step,
+                    "psnr_mean": metrics["psnr_mean"],
+                    "per_snr": metrics["per_snr"],
+                },
+            )
+            log.info(
+                "step %d validation: mean PSNR %.2f dB (%s)",
+                step,
+                metrics["psnr_mean"],
+                ", ".join(
+                    f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
+                    for r in metrics["per_snr"]
+                ),
+            )
             if metrics["psnr_mean"] > best:
                 best = metrics["psnr_mean"]
                 save("best.pt")
@@ -195,9 +300,20 @@ def train(cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
             save("best.pt")
         if (out_dir / "best.pt").exists():
             _export(out_dir)
-        log.info("%s at step %d of %d; best validation PSNR %.2f dB; outputs in %s",
-                 status, step, tc.steps, best, out_dir)
-    return {"status": status, "step": step, "best_metric": best, "out_dir": str(out_dir)}
+        log.info(
+            "%s at step %d of %d; best validation PSNR %.2f dB; outputs in %s",
+            status,
+            step,
+            tc.steps,
+            best,
+            out_dir,
+        )
+    return {
+        "status": status,
+        "step": step,
+        "best_metric": best,
+        "out_dir": str(out_dir),
+    }
 
 
 def _export(out_dir: Path) -> None:

@@ -35,11 +35,22 @@ NAME = "transmitter"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m transmitter", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file or preset (default: defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a config key, e.g. link.fps=5")
+    p = argparse.ArgumentParser(
+        prog="python -m transmitter",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file or preset (default: defaults)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. link.fps=5",
+    )
     return p
 
 
@@ -63,21 +74,34 @@ def stream(cfg, log, stop: StopFlag) -> int:
                     coded = model.encode(frame.left[None], frame.right[None])
                 meter.frames = 1
                 encoder = meter.summary().get("encoder", {"energy_pj": 0.0})
-                rates = [float(r) for n, r in model.firing_rates().items()
-                         if n.startswith("encoder")]
-                meta = {"name": frame.name, "height": frame.left.shape[-2],
-                        "width": frame.left.shape[-1], "orig_height": size[0],
-                        "orig_width": size[1], "enc_rate_sum": sum(rates),
-                        "enc_layers": len(rates), "enc_energy_pj": encoder["energy_pj"],
-                        "model_kind": model_cfg.model.kind}
+                rates = [
+                    float(r)
+                    for n, r in model.firing_rates().items()
+                    if n.startswith("encoder")
+                ]
+                meta = {
+                    "name": frame.name,
+                    "height": frame.left.shape[-2],
+                    "width": frame.left.shape[-1],
+                    "orig_height": size[0],
+                    "orig_width": size[1],
+                    "enc_rate_sum": sum(rates),
+                    "enc_layers": len(rates),
+                    "enc_energy_pj": encoder["energy_pj"],
+                    "model_kind": model_cfg.model.kind,
+                }
                 for view, image in ((0, frame.left), (1, frame.right)):
-                    cropped = image[..., :size[0], :size[1]]
-                    if not send(ref, reference_message(cfg.link.stream, seq, view, cropped,
-                                                       meta), stop):
+                    cropped = image[..., : size[0], : size[1]]
+                    if not send(
+                        ref,
+                        reference_message(cfg.link.stream, seq, view, cropped, meta),
+                        stop,
+                    ):
                         break
                     latent = coded["latent"][view, 0].numpy()
-                    msg, packed = latent_message(cfg.link.stream, seq, view, latent, mode,
-                                                 steps, meta)
+                    msg, packed = latent_message(
+                        cfg.link.stream, seq, view, latent, mode, steps, meta
+                    )
                     if not send(data, msg, stop, packed):
                         break
                 log.info("sent frame %d (%s)", seq, frame.name)
@@ -92,10 +116,18 @@ def stream(cfg, log, stop: StopFlag) -> int:
             log.info("stopping (%s) after %d frames", stop.reason, sent)
         patience = cfg.link.hb_interval_s * cfg.link.liveness
         for sock in (data, ref):
-            if not send(sock, eos_message(cfg.link.stream, sent), None, timeout_s=patience):
-                log.warning("end of stream could not be delivered within %.1f s", patience)
-        log.info("end of stream after %d frames (%d per pass) in %.1f s", sent, total,
-                 time.monotonic() - t_start)
+            if not send(
+                sock, eos_message(cfg.link.stream, sent), None, timeout_s=patience
+            ):
+                log.warning(
+                    "end of stream could not be delivered within %.1f s", patience
+                )
+        log.info(
+            "end of stream after %d frames (%d per pass) in %.1f s",
+            sent,
+            total,
+            time.monotonic() - t_start,
+        )
         linger_ms = drain_linger_ms(cfg.link.hb_interval_s, cfg.link.liveness)
         return 0
     finally:

@@ -43,10 +43,13 @@ def frames(cfg: Config, stride: int) -> Iterator[tuple[Frame, tuple[int, int]]]:
         for i in range(n):
             yield Frame(i, f"synthetic_{i:04d}", left[i], right[i]), (height, width)
         return
-    for i, pair in enumerate(_pairs(cfg)[:count_frames(cfg)]):
+    for i, pair in enumerate(_pairs(cfg)[: count_frames(cfg)]):
         left, right = to_float(read_image(pair.left)), to_float(read_image(pair.right))
         if cfg.link.crop == "eval":
-            left, right = eval_crop(left, height, width), eval_crop(right, height, width)
+            left, right = (
+                eval_crop(left, height, width),
+                eval_crop(right, height, width),
+            )
             yield Frame(i, pair.name, left, right), (height, width)
         else:
             size = tuple(left.shape[-2:])

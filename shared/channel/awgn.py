@@ -38,7 +38,9 @@ def expand_per_row(value: Tensor, like: Tensor) -> Tensor:
     return value.reshape(value.shape + (1,) * (like.dim() - value.dim()))
 
 
-def awgn(z: Tensor, noise_var: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def awgn(
+    z: Tensor, noise_var: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
     r"""Add circular complex Gaussian noise.
 
     .. math:: y = z + w,\quad w \sim \mathcal{CN}(0, N_0)

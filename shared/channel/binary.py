@@ -8,7 +8,9 @@ from torch import Tensor
 from shared.channel.rng import uniform
 
 
-def bsc(bits: Tensor, flip_prob: float, generator: torch.Generator | None = None) -> Tensor:
+def bsc(
+    bits: Tensor, flip_prob: float, generator: torch.Generator | None = None
+) -> Tensor:
     r"""Binary symmetric channel: each bit flips with probability ``p``.
 
     Written as :math:`b \oplus e = b + e - 2be`, which is differentiable in ``b``
@@ -21,12 +23,15 @@ def bsc(bits: Tensor, flip_prob: float, generator: torch.Generator | None = None
     ------
     bits_out : [...], float in {0, 1}
     """
-    flips = (uniform(bits.shape, bits.dtype, bits.device, generator) < flip_prob).to(bits)
+    flips = (uniform(bits.shape, bits.dtype, bits.device, generator) < flip_prob).to(
+        bits
+    )
     return bits + flips - 2.0 * bits * flips
 
 
-def erasure(bits: Tensor, erasure_prob: float,
-            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def erasure(
+    bits: Tensor, erasure_prob: float, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Binary erasure channel.
 
     Output

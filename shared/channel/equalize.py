@@ -9,8 +9,9 @@ from torch import Tensor
 from shared.channel.awgn import expand_per_row
 
 
-def equalize(y: Tensor, h: Tensor, noise_var: Tensor,
-             method: Literal["zf", "mmse"] = "mmse") -> Tensor:
+def equalize(
+    y: Tensor, h: Tensor, noise_var: Tensor, method: Literal["zf", "mmse"] = "mmse"
+) -> Tensor:
     r"""Undo a flat fading coefficient.
 
     .. math::

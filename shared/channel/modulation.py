@@ -71,7 +71,9 @@ def signalling_for(latent_mode: str) -> str:
     return "analog" if latent_mode == "count_pam" else "bits"
 
 
-def channel_input_from_latent(latent: Tensor, latent_mode: str, time_steps: int) -> Tensor:
+def channel_input_from_latent(
+    latent: Tensor, latent_mode: str, time_steps: int
+) -> Tensor:
     """Flatten one view's spike-coded latent into the channel input of its block.
 
     Input

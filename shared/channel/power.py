@@ -20,14 +20,18 @@ def real_to_complex(x: Tensor) -> Tensor:
     z : [N, n], complex (complex64 for float32 input)
     """
     if x.shape[-1] % 2:
-        raise ValueError(f"need an even number of real values per block, got {x.shape[-1]}")
+        raise ValueError(
+            f"need an even number of real values per block, got {x.shape[-1]}"
+        )
     pairs = x.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))
     return torch.complex(pairs[..., 0].contiguous(), pairs[..., 1].contiguous())
 
 
 def complex_to_real(z: Tensor) -> Tensor:
     """Inverse of :func:`real_to_complex`: ``[N, n]`` complex to ``[N, 2n]`` real."""
-    return torch.view_as_real(z.resolve_conj()).reshape(z.shape[:-1] + (2 * z.shape[-1],))
+    return torch.view_as_real(z.resolve_conj()).reshape(
+        z.shape[:-1] + (2 * z.shape[-1],)
+    )
 
 
 def normalize_power(z: Tensor, eps: float = POWER_EPS) -> Tensor:

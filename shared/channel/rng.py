@@ -8,26 +8,37 @@ import torch
 from torch import Tensor
 
 
-def _device(generator: torch.Generator | None, device: torch.device | str | None
-            ) -> torch.device:
+def _device(
+    generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.device:
     if generator is not None:
         return generator.device
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
-def normal(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str | None,
-           generator: torch.Generator | None) -> Tensor:
+def normal(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    generator: torch.Generator | None,
+) -> Tensor:
     """Standard normal samples drawn on the generator's device, returned on ``device``."""
-    out = torch.randn(shape, generator=generator, dtype=dtype,
-                      device=_device(generator, device))
+    out = torch.randn(
+        shape, generator=generator, dtype=dtype, device=_device(generator, device)
+    )
     return out.to(device) if device is not None else out
 
 
-def uniform(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str | None,
-            generator: torch.Generator | None) -> Tensor:
+def uniform(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    generator: torch.Generator | None,
+) -> Tensor:
     """Uniform samples in [0, 1), drawn on the generator's device, returned on ``device``."""
-    out = torch.rand(shape, generator=generator, dtype=dtype,
-                     device=_device(generator, device))
+    out = torch.rand(
+        shape, generator=generator, dtype=dtype, device=_device(generator, device)
+    )
     return out.to(device) if device is not None else out
 
 

@@ -10,8 +10,9 @@ def qfunc(x: float) -> float:
     return 0.5 * math.erfc(x / math.sqrt(2.0))
 
 
-def ebno_db_to_esno_db(ebno_db: float, bits_per_symbol: float, code_rate: float = 1.0
-                       ) -> float:
+def ebno_db_to_esno_db(
+    ebno_db: float, bits_per_symbol: float, code_rate: float = 1.0
+) -> float:
     r""":math:`E_s/N_0 = E_b/N_0 + 10\log_{10}(\text{bits per symbol} \cdot \text{rate})`."""
     return ebno_db + 10.0 * math.log10(bits_per_symbol * code_rate)
 

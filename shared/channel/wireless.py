@@ -74,12 +74,21 @@ class WirelessChannel(nn.Module):
     snr_known_db : [N] float, the SNR the receiver may tell its decoder, or None
     """
 
-    def __init__(self, kind: str = "awgn", signalling: Signalling = "analog",
-                 csi: str = "perfect", equalizer: str = "mmse", rician_k: float = 3.0,
-                 flip_prob: float = 0.01, erasure_prob: float = 0.01) -> None:
+    def __init__(
+        self,
+        kind: str = "awgn",
+        signalling: Signalling = "analog",
+        csi: str = "perfect",
+        equalizer: str = "mmse",
+        rician_k: float = 3.0,
+        flip_prob: float = 0.01,
+        erasure_prob: float = 0.01,
+    ) -> None:
         super().__init__()
         if kind in BIT_CHANNELS and signalling != "bits":
-            raise ValueError(f"channel '{kind}' carries bits; signalling must be 'bits'")
+            raise ValueError(
+                f"channel '{kind}' carries bits; signalling must be 'bits'"
+            )
         self.kind = kind
         self.signalling = signalling
         self.csi = csi
@@ -89,14 +98,24 @@ class WirelessChannel(nn.Module):
         self.erasure_prob = erasure_prob
 
     @classmethod
-    def from_config(cls, cfg: ChannelConfig, signalling: Signalling) -> "WirelessChannel":
-        return cls(kind=cfg.kind, signalling=signalling, csi=cfg.csi,
-                   equalizer=cfg.equalizer, rician_k=cfg.rician_k,
-                   flip_prob=cfg.flip_prob, erasure_prob=cfg.erasure_prob)
+    def from_config(
+        cls, cfg: ChannelConfig, signalling: Signalling
+    ) -> "WirelessChannel":
+        return cls(
+            kind=cfg.kind,
+            signalling=signalling,
+            csi=cfg.csi,
+            equalizer=cfg.equalizer,
+            rician_k=cfg.rician_k,
+            flip_prob=cfg.flip_prob,
+            erasure_prob=cfg.erasure_prob,
+        )
 
     def extra_repr(self) -> str:
-        return (f"kind={self.kind}, signalling={self.signalling}, csi={self.csi}, "
-                f"equalizer={self.equalizer}")
+        return (
+            f"kind={self.kind}, signalling={self.signalling}, csi={self.csi}, "
+            f"equalizer={self.equalizer}"
+        )
 
     # ------------------------------------------------------------------ stages
 
@@ -110,8 +129,9 @@ class WirelessChannel(nn.Module):
         amplitude = bpsk(x) if self.signalling == "bits" else x
         return normalize_power(real_to_complex(amplitude))
 
-    def propagate(self, z: Tensor, snr_db: Tensor,
-                  generator: torch.Generator | None = None) -> ChannelUse:
+    def propagate(
+        self, z: Tensor, snr_db: Tensor, generator: torch.Generator | None = None
+    ) -> ChannelUse:
         """Apply fading and noise (or bit flips / erasures) to the transmitted block."""
         noise_var = snr_db_to_noise_var(snr_db).to(z.device)
         if self.kind == "bsc":
@@ -131,10 +151,14 @@ class WirelessChannel(nn.Module):
             return use.y
         if self.signalling == "bits":
             matched = use.y if use.h is None else use.h.conj() * use.y
-            return soft_bits(bpsk_llr(complex_to_real(matched), BIT_AMPLITUDE,
-                                      use.noise_var))
-        z_hat = use.y if use.h is None else equalize(use.y, use.h, use.noise_var,
-                                                     self.equalizer)
+            return soft_bits(
+                bpsk_llr(complex_to_real(matched), BIT_AMPLITUDE, use.noise_var)
+            )
+        z_hat = (
+            use.y
+            if use.h is None
+            else equalize(use.y, use.h, use.noise_var, self.equalizer)
+        )
         return complex_to_real(z_hat)
 
     def snr_known_db(self, snr_db: Tensor, use: ChannelUse) -> Tensor | None:
@@ -143,17 +167,22 @@ class WirelessChannel(nn.Module):
             return None
         if self.kind in BLOCK_FADING and use.h is not None:
             gain = use.h.real.square() + use.h.imag.square()
-            return snr_db.to(gain.device) + 10.0 * torch.log10(gain[:, 0].clamp_min(1e-12))
+            return snr_db.to(gain.device) + 10.0 * torch.log10(
+                gain[:, 0].clamp_min(1e-12)
+            )
         return snr_db
 
-    def forward(self, x: Tensor, snr_db: Tensor,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, snr_db: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         use = self.propagate(self.transmit(x), snr_db, generator)
         return self.receive(use), self.snr_known_db(snr_db, use)
 
     # ------------------------------------------------------------------ helpers
 
-    def _sample_fading(self, z: Tensor, generator: torch.Generator | None) -> Tensor | None:
+    def _sample_fading(
+        self, z: Tensor, generator: torch.Generator | None
+    ) -> Tensor | None:
         batch, n = z.shape
         if self.kind == "awgn":
             return None
@@ -162,7 +191,9 @@ class WirelessChannel(nn.Module):
         if self.kind == "rayleigh_fast":
             return sample_rayleigh_fast(batch, n, generator, z.dtype, z.device)
         if self.kind == "rician_block":
-            return sample_rician_block(batch, self.rician_k, generator, z.dtype, z.device)
+            return sample_rician_block(
+                batch, self.rician_k, generator, z.dtype, z.device
+            )
         raise ValueError(
             f"channel kind: got {self.kind!r}; allowed: awgn, rayleigh_block, "
             "rayleigh_fast, rician_block, bsc, erasure"

@@ -33,15 +33,23 @@ def parse_snrs(text: str) -> list[float]:
             else:
                 values.append(float(part))
         except ValueError:
-            raise ValueError(f"SNR list {text!r}: expected numbers like '-5,0,5' or a range "
-                             "START:STOP:STEP with STEP > 0") from None
+            raise ValueError(
+                f"SNR list {text!r}: expected numbers like '-5,0,5' or a range "
+                "START:STOP:STEP with STEP > 0"
+            ) from None
     if not values:
         raise ValueError(f"SNR list {text!r} is empty")
     return values
 
 
-def load_frames(data: str, root: str | None, height: int, width: int,
-                limit: int = 0, layout: str = "auto") -> list[Frame]:
+def load_frames(
+    data: str,
+    root: str | None,
+    height: int,
+    width: int,
+    limit: int = 0,
+    layout: str = "auto",
+) -> list[Frame]:
     """Evaluation frames from a folder of pairs (any layout) or a split file.
 
     Relative paths in a split file are relative to ``root`` (default: the file's folder).
@@ -54,12 +62,15 @@ def load_frames(data: str, root: str | None, height: int, width: int,
     if limit:
         pairs = pairs[:limit]
     dataset = EvalPairs(pairs, height, width)
-    return [Frame(i, item["name"], item["left"], item["right"])
-            for i, item in enumerate(dataset)]
+    return [
+        Frame(i, item["name"], item["left"], item["right"])
+        for i, item in enumerate(dataset)
+    ]
 
 
-def channel_config(cfg: Config, kind: str | None, csi: str | None,
-                   extra: list[str] = ()) -> Config:
+def channel_config(
+    cfg: Config, kind: str | None, csi: str | None, extra: list[str] = ()
+) -> Config:
     """``cfg`` with the channel kind / CSI replaced, checked like any override."""
     overrides = list(extra)
     if kind:

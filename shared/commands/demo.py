@@ -19,8 +19,11 @@ from shared.sweep import SweepSpec, sweep_link
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikelink demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spikelink demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default="models/snn_default.pt")
     p.add_argument("--data", default="samples/stereo")
     p.add_argument("--snrs", default="0,5,10", help="SNRs in dB")
@@ -30,14 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def format_rows(records: list[dict]) -> str:
-    head = (f"{'SNR dB':>7} {'PSNR L':>7} {'PSNR R':>7} {'MS-SSIM L':>9} {'MS-SSIM R':>9} "
-            f"{'lost':>5} {'fps':>5}")
+    head = (
+        f"{'SNR dB':>7} {'PSNR L':>7} {'PSNR R':>7} {'MS-SSIM L':>9} {'MS-SSIM R':>9} "
+        f"{'lost':>5} {'fps':>5}"
+    )
     lines = [head, "-" * len(head)]
     for r in records:
         p, m = r["psnr_db"], r["ms_ssim"]
-        lines.append(f"{r['snr_db']:>7.1f} {p['left']:>7.2f} {p['right']:>7.2f} "
-                     f"{m['left']:>9.4f} {m['right']:>9.4f} {r['frames_lost']:>5d} "
-                     f"{r['fps']:>5.2f}")
+        lines.append(
+            f"{r['snr_db']:>7.1f} {p['left']:>7.2f} {p['right']:>7.2f} "
+            f"{m['left']:>9.4f} {m['right']:>9.4f} {r['frames_lost']:>5d} "
+            f"{r['fps']:>5.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -46,22 +53,36 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     frames = len([p for p in Path(args.data).rglob("left.png")])
     try:
-        spec = SweepSpec(tuple((args.channel, s) for s in parse_snrs(args.snrs)), "perfect",
-                         0, frames)
-        print(f"demo: {frames} stereo pairs from {args.data}, model {args.model}, "
-              f"{args.channel} at {args.snrs} dB, through the three-process link ...",
-              flush=True)
-        records = sweep_link(args.model, args.data, None, spec, out / "link", images=True)
+        spec = SweepSpec(
+            tuple((args.channel, s) for s in parse_snrs(args.snrs)),
+            "perfect",
+            0,
+            frames,
+        )
+        print(
+            f"demo: {frames} stereo pairs from {args.data}, model {args.model}, "
+            f"{args.channel} at {args.snrs} dB, through the three-process link ...",
+            flush=True,
+        )
+        records = sweep_link(
+            args.model, args.data, None, spec, out / "link", images=True
+        )
     except (CheckpointError, DataError, RuntimeError, *USER_ERRORS) as exc:
         return fail(str(exc))
     first = records[0]
-    print(f"\n{first['system']} ({first['kind']}), {args.channel}, perfect CSI, "
-          f"rho = {first['rho']:.4f} ({first['channel_uses']} channel uses per view)")
+    print(
+        f"\n{first['system']} ({first['kind']}), {args.channel}, perfect CSI, "
+        f"rho = {first['rho']:.4f} ({first['channel_uses']} channel uses per view)"
+    )
     print(format_rows(records))
-    print(f"\nreconstructions: {out / 'link' / 'frames'}  (frame k of SNR point p is "
-          f"{frames}*p+k); originals above received: {out / 'link' / 'grid'}")
-    print(f"per-frame records: {out / 'link' / 'frames.jsonl'}; summary: "
-          f"{out / 'link' / 'summary.json'}")
+    print(
+        f"\nreconstructions: {out / 'link' / 'frames'}  (frame k of SNR point p is "
+        f"{frames}*p+k); originals above received: {out / 'link' / 'grid'}"
+    )
+    print(
+        f"per-frame records: {out / 'link' / 'frames.jsonl'}; summary: "
+        f"{out / 'link' / 'summary.json'}"
+    )
     return 0
 
 

@@ -18,10 +18,15 @@ from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_fr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikelink energy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spikelink energy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", default="models/snn_default.pt")
-    p.add_argument("--data", default="samples/stereo", help="frames to measure rates on")
+    p.add_argument(
+        "--data", default="samples/stereo", help="frames to measure rates on"
+    )
     p.add_argument("--root", default=None)
     p.add_argument("--snr", type=float, default=10.0, help="channel SNR in dB")
     p.add_argument("--frames", type=int, default=0)
@@ -41,15 +46,26 @@ def energy_report(args: argparse.Namespace) -> dict:
     summary = meter.summary()
     twin_macs = twin_macs_per_frame(model, height, width)
     return {
-        "name": "spikelink-energy", "model": args.model, "kind": cfg.model.kind,
-        "image_size": [height, width], "frames": len(frames), "snr_db": args.snr,
-        "e_mac_pj": E_MAC_PJ, "e_ac_pj": E_AC_PJ,
-        "energy_pj_per_frame": {"snn": summary["energy_pj"] if cfg.model.kind == "snn"
-                                else None, "cnn_twin": twin_macs * E_MAC_PJ},
-        "macs_per_frame": summary["macs"], "sops_per_frame": summary["sops"],
+        "name": "spikelink-energy",
+        "model": args.model,
+        "kind": cfg.model.kind,
+        "image_size": [height, width],
+        "frames": len(frames),
+        "snr_db": args.snr,
+        "e_mac_pj": E_MAC_PJ,
+        "e_ac_pj": E_AC_PJ,
+        "energy_pj_per_frame": {
+            "snn": summary["energy_pj"] if cfg.model.kind == "snn" else None,
+            "cnn_twin": twin_macs * E_MAC_PJ,
+        },
+        "macs_per_frame": summary["macs"],
+        "sops_per_frame": summary["sops"],
         "cnn_twin_macs_per_frame": twin_macs,
-        "encoder": summary.get("encoder"), "decoder": summary.get("decoder"),
-        "firing_rates": {name: float(rate) for name, rate in model.firing_rates().items()},
+        "encoder": summary.get("encoder"),
+        "decoder": summary.get("decoder"),
+        "firing_rates": {
+            name: float(rate) for name, rate in model.firing_rates().items()
+        },
         "layers": summary["layers"],
         "note": "compute-only model: memory traffic is excluded",
     }

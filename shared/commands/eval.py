@@ -31,21 +31,43 @@ DEFAULT_MODEL = "models/snn_default.pt"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikelink eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint (default: %(default)s)")
-    p.add_argument("--data", default="samples/stereo",
-                   help="folder of stereo pairs (any layout) or a split file")
+    p = argparse.ArgumentParser(
+        prog="spikelink eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL, help="checkpoint (default: %(default)s)"
+    )
+    p.add_argument(
+        "--data",
+        default="samples/stereo",
+        help="folder of stereo pairs (any layout) or a split file",
+    )
     p.add_argument("--root", default=None, help="root of the paths in a split file")
     p.add_argument("--layout", default="auto", help="stereo layout of --data folders")
-    p.add_argument("--snr", default="-5,0,5,10", help="SNRs in dB: list or START:STOP:STEP")
-    p.add_argument("--channel", default=None, help="awgn, rayleigh_block, rayleigh_fast, "
-                   "rician_block, bsc, erasure (default: the model's)")
+    p.add_argument(
+        "--snr", default="-5,0,5,10", help="SNRs in dB: list or START:STOP:STEP"
+    )
+    p.add_argument(
+        "--channel",
+        default=None,
+        help="awgn, rayleigh_block, rayleigh_fast, "
+        "rician_block, bsc, erasure (default: the model's)",
+    )
     p.add_argument("--csi", default=None, choices=["perfect", "none"])
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="channel.* overrides, e.g. channel.rician_k=5")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="channel.* overrides, e.g. channel.rician_k=5",
+    )
     p.add_argument("--seed", type=int, default=0, help="channel seed")
-    p.add_argument("--frames", type=int, default=0, help="evaluate only the first N pairs")
+    p.add_argument(
+        "--frames", type=int, default=0, help="evaluate only the first N pairs"
+    )
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
@@ -66,10 +88,16 @@ def run_eval(args: argparse.Namespace) -> dict:
     records = evaluate(model, frames, parse_snrs(args.snr), model.channel, args.seed)
     for record in records:
         record.update(uses)
-    return {"name": "spikelink-eval", "model": args.model, "data": args.data,
-            "kind": cfg.model.kind, "latent": cfg.model.latent,
-            "image_size": [height, width], "channel": cfg.to_dict()["channel"],
-            "results": records}
+    return {
+        "name": "spikelink-eval",
+        "model": args.model,
+        "data": args.data,
+        "kind": cfg.model.kind,
+        "latent": cfg.model.latent,
+        "image_size": [height, width],
+        "channel": cfg.to_dict()["channel"],
+        "results": records,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DataError, *USER_ERRORS) as exc:
         return fail(str(exc))
     write_json(report, args.out, "eval.json")
-    brief = {**report, "results": [{k: v for k, v in r.items() if k != "frames"}
-                                   for r in report["results"]]}
+    brief = {
+        **report,
+        "results": [
+            {k: v for k, v in r.items() if k != "frames"} for r in report["results"]
+        ],
+    }
     json.dump(brief, sys.stdout, indent=2)
     print()
     return 0

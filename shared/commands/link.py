@@ -24,7 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import Config, ConfigError, config_from_dict, dump_config, load_config
+from shared.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
 
 PROCESSES = (("rx", "receiver"), ("ch", "channel_sim"), ("tx", "transmitter"))
 STOP_GRACE_S = 10.0
@@ -72,7 +78,11 @@ class LinkRun:
         for tag, module in PROCESSES:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, "--config", str(config_path)],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
             self.children[tag] = proc
             thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
             thread.start()
@@ -90,13 +100,16 @@ class LinkRun:
     def wait(self, controller: Callable[[str], None] | None = None) -> int:
         """Wait for all three; a failed process stops the others. Returns the status."""
         if controller is not None:
-            threading.Thread(target=self._control, args=(controller,), daemon=True).start()
+            threading.Thread(
+                target=self._control, args=(controller,), daemon=True
+            ).start()
         while True:
             codes = {tag: p.poll() for tag, p in self.children.items()}
             failed = {t: c for t, c in codes.items() if c not in (None, 0)}
             if failed or self.error:
-                reason = self.error or ", ".join(f"{t} exited with {c}"
-                                                 for t, c in failed.items())
+                reason = self.error or ", ".join(
+                    f"{t} exited with {c}" for t, c in failed.items()
+                )
                 print(f"[link] stopping: {reason}", file=sys.stderr, flush=True)
                 self.stop()
                 return 1
@@ -131,8 +144,12 @@ class LinkRun:
         self.log_file.close()
 
 
-def run_link(cfg: Config, transport: str = "tcp", quiet: bool = False,
-             controller: Callable[[str], None] | None = None) -> LinkResult:
+def run_link(
+    cfg: Config,
+    transport: str = "tcp",
+    quiet: bool = False,
+    controller: Callable[[str], None] | None = None,
+) -> LinkResult:
     """Run the link once with ``cfg`` on fresh endpoints; returns status and summary."""
     with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
         cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
@@ -155,14 +172,18 @@ def run_link(cfg: Config, transport: str = "tcp", quiet: bool = False,
 
 def format_table(rows: list[dict]) -> str:
     """Per-setting table: SNR, channel, PSNR / MS-SSIM per view, frames."""
-    head = (f"{'channel':<15}{'SNR dB':>7}{'PSNR L':>8}{'PSNR R':>8}{'PSNR':>7}"
-            f"{'MS-SSIM L':>10}{'MS-SSIM R':>10}{'frames':>7}")
+    head = (
+        f"{'channel':<15}{'SNR dB':>7}{'PSNR L':>8}{'PSNR R':>8}{'PSNR':>7}"
+        f"{'MS-SSIM L':>10}{'MS-SSIM R':>10}{'frames':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         p, m = r["psnr_db"], r["ms_ssim"]
-        lines.append(f"{r['channel']:<15}{r['snr_db']:>7.1f}{_f(p['left']):>8}"
-                     f"{_f(p['right']):>8}{_f(p['mean']):>7}{_f(m['left'], 3):>10}"
-                     f"{_f(m['right'], 3):>10}{r['frames']:>7}")
+        lines.append(
+            f"{r['channel']:<15}{r['snr_db']:>7.1f}{_f(p['left']):>8}"
+            f"{_f(p['right']):>8}{_f(p['mean']):>7}{_f(m['left'], 3):>10}"
+            f"{_f(m['right'], 3):>10}{r['frames']:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -171,33 +192,61 @@ def _f(value: float | None, digits: int = 2) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spikelink link", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML file or preset (default: defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override any config key")
+    p = argparse.ArgumentParser(
+        prog="spikelink link",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file or preset (default: defaults)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key",
+    )
     p.add_argument("--model", help="checkpoint (link.model)")
     p.add_argument("--source", help="folder or split file of pairs, or 'synthetic'")
     p.add_argument("--frames", type=int, help="frames per pass (0 = the whole source)")
     p.add_argument("--repeat", type=int, help="passes over the source (0 = forever)")
-    p.add_argument("--fps", type=float, help="frame rate limit (0 = as fast as possible)")
+    p.add_argument(
+        "--fps", type=float, help="frame rate limit (0 = as fast as possible)"
+    )
     p.add_argument("--snr", type=float, help="channel SNR in dB")
-    p.add_argument("--channel", help="awgn, rayleigh_block, rayleigh_fast, rician_block, "
-                   "bsc, erasure")
+    p.add_argument(
+        "--channel",
+        help="awgn, rayleigh_block, rayleigh_fast, rician_block, bsc, erasure",
+    )
     p.add_argument("--csi", choices=["perfect", "none"])
     p.add_argument("--seed", type=int, help="channel seed")
     p.add_argument("--crop", choices=["eval", "native"])
-    p.add_argument("--grid", action="store_true", help="also save original/received grids")
+    p.add_argument(
+        "--grid", action="store_true", help="also save original/received grids"
+    )
     p.add_argument("--out", help="output folder (link.out_dir)")
     p.add_argument("--transport", choices=["tcp", "ipc"], default="tcp")
-    p.add_argument("--quiet", action="store_true", help="relay only warnings and errors")
+    p.add_argument(
+        "--quiet", action="store_true", help="relay only warnings and errors"
+    )
     return p
 
 
-FLAG_KEYS = {"model": "link.model", "source": "link.source", "frames": "link.frames",
-             "repeat": "link.repeat", "fps": "link.fps", "snr": "channel.snr_db",
-             "channel": "channel.kind", "csi": "channel.csi", "seed": "channel.seed",
-             "crop": "link.crop", "out": "link.out_dir"}
+FLAG_KEYS = {
+    "model": "link.model",
+    "source": "link.source",
+    "frames": "link.frames",
+    "repeat": "link.repeat",
+    "fps": "link.fps",
+    "snr": "channel.snr_db",
+    "channel": "channel.kind",
+    "csi": "channel.csi",
+    "seed": "channel.seed",
+    "crop": "link.crop",
+    "out": "link.out_dir",
+}
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -222,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     if result.summary is not None:
         print(format_table(result.summary["by_setting"]))
         s = result.summary
-        print(f"frames sent {s['frames_sent']}, received {s['frames_received']}, lost "
-              f"{s['frames_lost']}, single-view {s['frames_single_view']}; "
-              f"{_f(s['fps'], 1)} fps; latency p50 {_f(s['latency_ms']['p50'], 0)} ms")
+        print(
+            f"frames sent {s['frames_sent']}, received {s['frames_received']}, lost "
+            f"{s['frames_lost']}, single-view {s['frames_single_view']}; "
+            f"{_f(s['fps'], 1)} fps; latency p50 {_f(s['latency_ms']['p50'], 0)} ms"
+        )
         print(f"outputs: {result.out_dir} (summary.json, frames.jsonl, frames/*.png)")
     return result.status
 

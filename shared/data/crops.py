@@ -14,13 +14,15 @@ def resize(image: Tensor, height: int, width: int) -> Tensor:
     if image.shape[-2:] == (height, width):
         return image
     flat = image.reshape((-1,) + tuple(image.shape[-3:]))
-    out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False,
-                        antialias=True)
+    out = F.interpolate(
+        flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True
+    )
     return out.reshape(tuple(image.shape[:-2]) + (height, width)).clamp_(0.0, 1.0)
 
 
-def centre_crop_box(height: int, width: int, aspect_h: int, aspect_w: int
-                    ) -> tuple[int, int, int, int]:
+def centre_crop_box(
+    height: int, width: int, aspect_h: int, aspect_w: int
+) -> tuple[int, int, int, int]:
     """Largest centred box of aspect ``aspect_h:aspect_w``: (top, left, h, w) in pixels."""
     crop_w = min(width, (height * aspect_w) // aspect_h)
     crop_h = min(height, (crop_w * aspect_h) // aspect_w)
@@ -41,9 +43,10 @@ def eval_crop(image: Tensor, height: int = 128, width: int = 256) -> Tensor:
     image : [..., 3, height, width], float in [0, 1]
     """
     g = math.gcd(height, width)
-    top, left, h, w = centre_crop_box(image.shape[-2], image.shape[-1], height // g,
-                                      width // g)
-    return resize(image[..., top:top + h, left:left + w], height, width)
+    top, left, h, w = centre_crop_box(
+        image.shape[-2], image.shape[-1], height // g, width // g
+    )
+    return resize(image[..., top : top + h, left : left + w], height, width)
 
 
 def pad_to_multiple(image: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
@@ -57,13 +60,21 @@ def pad_to_multiple(image: Tensor, multiple: int) -> tuple[Tensor, tuple[int, in
     return image, (height, width)
 
 
-def random_scaled_box(height: int, width: int, crop_h: int, crop_w: int, scale_max: float,
-                      generator: torch.Generator) -> tuple[int, int, int, int]:
+def random_scaled_box(
+    height: int,
+    width: int,
+    crop_h: int,
+    crop_w: int,
+    scale_max: float,
+    generator: torch.Generator,
+) -> tuple[int, int, int, int]:
     """A random box that, resized to ``crop_h x crop_w``, downsamples by ``s`` in
     ``[1, scale_max]`` (log-uniform, capped by the image size): (top, left, h, w)."""
     s_cap = min(scale_max, height / crop_h, width / crop_w)
     if s_cap < 1.0:
-        raise ValueError(f"image {height}x{width} is smaller than the crop {crop_h}x{crop_w}")
+        raise ValueError(
+            f"image {height}x{width} is smaller than the crop {crop_h}x{crop_w}"
+        )
     u = torch.rand((), generator=generator).item()
     scale = math.exp(u * math.log(s_cap))
     box_h = min(height, max(crop_h, round(crop_h * scale)))

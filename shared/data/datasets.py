@@ -13,7 +13,13 @@ from shared.channel.rng import generator_for
 from shared.config import DataConfig
 from shared.data.crops import eval_crop, random_scaled_box, resize, stereo_flip
 from shared.data.images import DataError, read_image, to_float
-from shared.data.pairs import StereoPair, exclude_pairs, find_images, find_pairs, read_split
+from shared.data.pairs import (
+    StereoPair,
+    exclude_pairs,
+    find_images,
+    find_pairs,
+    read_split,
+)
 from shared.data.synthesis import mono_to_stereo
 
 
@@ -23,7 +29,9 @@ class EvalPairs(Dataset):
     Item: ``{"left": [3, H, W], "right": [3, H, W]`` float in [0, 1], ``"name": str}``.
     """
 
-    def __init__(self, pairs: list[StereoPair], height: int = 128, width: int = 256) -> None:
+    def __init__(
+        self, pairs: list[StereoPair], height: int = 128, width: int = 256
+    ) -> None:
         self.pairs, self.height, self.width = pairs, height, width
 
     def __len__(self) -> int:
@@ -48,10 +56,19 @@ class TrainBatches(Dataset):
     Item: ``{"left": [B, 3, h, w], "right": [B, 3, h, w]}`` float in [0, 1].
     """
 
-    def __init__(self, pairs: list[StereoPair], mono: list[Path], cfg: DataConfig,
-                 batch_size: int, seed: int, rank: int = 0) -> None:
+    def __init__(
+        self,
+        pairs: list[StereoPair],
+        mono: list[Path],
+        cfg: DataConfig,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+    ) -> None:
         if not pairs and not mono:
-            raise DataError("no training images: both the stereo and mono lists are empty")
+            raise DataError(
+                "no training images: both the stereo and mono lists are empty"
+            )
         self.pairs, self.mono, self.cfg = pairs, mono, cfg
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self._cache: dict[Path, Tensor] = {}
@@ -64,25 +81,42 @@ class TrainBatches(Dataset):
             self._cache[path] = read_image(path)
         return self._cache[path]
 
-    def _crop(self, image: Tensor, box: tuple[int, int, int, int], height: int,
-              width: int) -> Tensor:
+    def _crop(
+        self, image: Tensor, box: tuple[int, int, int, int], height: int, width: int
+    ) -> Tensor:
         top, left, h, w = box
-        return resize(to_float(image[:, top:top + h, left:left + w]), height, width)
+        return resize(to_float(image[:, top : top + h, left : left + w]), height, width)
 
     def _stereo_sample(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
         pair = self.pairs[int(torch.randint(len(self.pairs), (), generator=g))]
         left, right = self._image(pair.left), self._image(pair.right)
-        box = random_scaled_box(left.shape[1], left.shape[2], self.cfg.crop_height,
-                                self.cfg.crop_width, self.cfg.scale_max, g)
-        return (self._crop(left, box, self.cfg.crop_height, self.cfg.crop_width),
-                self._crop(right, box, self.cfg.crop_height, self.cfg.crop_width))
+        box = random_scaled_box(
+            left.shape[1],
+            left.shape[2],
+            self.cfg.crop_height,
+            self.cfg.crop_width,
+            self.cfg.scale_max,
+            g,
+        )
+        return (
+            self._crop(left, box, self.cfg.crop_height, self.cfg.crop_width),
+            self._crop(right, box, self.cfg.crop_height, self.cfg.crop_width),
+        )
 
     def _mono_sample(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        image = self._image(self.mono[int(torch.randint(len(self.mono), (), generator=g))])
+        image = self._image(
+            self.mono[int(torch.randint(len(self.mono), (), generator=g))]
+        )
         max_disp = self.cfg.max_disparity * self.cfg.crop_width
         wide = self.cfg.crop_width + math.ceil(max_disp)
-        box = random_scaled_box(image.shape[1], image.shape[2], self.cfg.crop_height, wide,
-                                self.cfg.scale_max, g)
+        box = random_scaled_box(
+            image.shape[1],
+            image.shape[2],
+            self.cfg.crop_height,
+            wide,
+            self.cfg.scale_max,
+            g,
+        )
         crop = self._crop(image, box, self.cfg.crop_height, wide)[None]
         left, right = mono_to_stereo(crop, self.cfg.crop_width, max_disp, g)
         return left[0], right[0]
@@ -92,7 +126,9 @@ class TrainBatches(Dataset):
         lefts, rights = [], []
         for _ in range(self.batch_size):
             use_mono = bool(self.mono) and (
-                not self.pairs or torch.rand((), generator=g).item() < self.cfg.mono_fraction)
+                not self.pairs
+                or torch.rand((), generator=g).item() < self.cfg.mono_fraction
+            )
             left, right = self._mono_sample(g) if use_mono else self._stereo_sample(g)
             if torch.rand((), generator=g).item() < 0.5:
                 left, right = stereo_flip(left, right)
@@ -117,8 +153,11 @@ def training_sources(cfg: DataConfig) -> tuple[list[StereoPair], list[Path]]:
     if cfg.train_split:
         pairs = read_split(cfg.train_split, cfg.root, cfg.on_error)
     else:
-        pairs = [p for d in cfg.stereo
-                 for p in find_pairs(_under_root(cfg, d), cfg.layout, cfg.on_error)]
+        pairs = [
+            p
+            for d in cfg.stereo
+            for p in find_pairs(_under_root(cfg, d), cfg.layout, cfg.on_error)
+        ]
     if cfg.val_split:
         pairs = exclude_pairs(pairs, validation_pairs(cfg))
     mono = [p for d in cfg.mono for p in find_images(_under_root(cfg, d))]

@@ -9,8 +9,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm",
-                              ".webp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp"}
+)
 
 
 class DataError(ValueError):
@@ -45,7 +46,9 @@ def read_image(path: str | Path) -> Tensor:
             raise DataError(f"image file cannot be decoded: {path} ({exc})") from None
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img, dtype=np.float64)
-            peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+            peak = (
+                65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+            )
             grey = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
             rgb = np.repeat(grey[..., None], 3, axis=-1)
         elif img.mode in ("RGB", "L", "RGBA", "LA", "P", "CMYK", "YCbCr", "1"):

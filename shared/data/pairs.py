@@ -66,9 +66,11 @@ def _check_pair(pair: StereoPair, on_error: str) -> bool:
         _problem(str(exc), on_error)
         return False
     if left_size != right_size:
-        _problem(f"stereo pair size mismatch: {pair.left} is {left_size[1]}x"
-                 f"{left_size[0]} but {pair.right} is {right_size[1]}x{right_size[0]}",
-                 on_error)
+        _problem(
+            f"stereo pair size mismatch: {pair.left} is {left_size[1]}x"
+            f"{left_size[0]} but {pair.right} is {right_size[1]}x{right_size[0]}",
+            on_error,
+        )
         return False
     return True
 
@@ -80,8 +82,9 @@ def _name(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _kitti_pairs(root: Path, left_dir: str, right_dir: str, on_error: str
-                 ) -> list[StereoPair]:
+def _kitti_pairs(
+    root: Path, left_dir: str, right_dir: str, on_error: str
+) -> list[StereoPair]:
     pairs = []
     depth = left_dir.count("/") + 1
     for left_folder in sorted(root.rglob(left_dir.split("/")[-1])):
@@ -91,8 +94,9 @@ def _kitti_pairs(root: Path, left_dir: str, right_dir: str, on_error: str
         for _ in range(depth):
             parent = parent.parent
         right_folder = parent / right_dir
-        for left in sorted(p for p in left_folder.iterdir()
-                           if p.suffix.lower() in IMAGE_EXTENSIONS):
+        for left in sorted(
+            p for p in left_folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        ):
             right = right_folder / left.name
             if not right.is_file():
                 _problem(f"missing right view for {left}: expected {right}", on_error)
@@ -101,8 +105,9 @@ def _kitti_pairs(root: Path, left_dir: str, right_dir: str, on_error: str
     return pairs
 
 
-def _folder_pairs(root: Path, left_name: str, right_name: str, on_error: str
-                  ) -> list[StereoPair]:
+def _folder_pairs(
+    root: Path, left_name: str, right_name: str, on_error: str
+) -> list[StereoPair]:
     pairs = []
     for left in sorted(root.rglob(left_name)):
         right = left.with_name(right_name)
@@ -113,8 +118,9 @@ def _folder_pairs(root: Path, left_name: str, right_name: str, on_error: str
     return pairs
 
 
-def find_pairs(root: str | Path, layout: str = "auto", on_error: str = "error"
-               ) -> list[StereoPair]:
+def find_pairs(
+    root: str | Path, layout: str = "auto", on_error: str = "error"
+) -> list[StereoPair]:
     """All stereo pairs under ``root`` in the given layout, sorted by path.
 
     Raises :class:`DataError` for a missing root, a missing or unreadable view, or views
@@ -122,7 +128,9 @@ def find_pairs(root: str | Path, layout: str = "auto", on_error: str = "error"
     """
     root = Path(root)
     if layout not in LAYOUTS:
-        raise DataError(f"unknown stereo layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
+        raise DataError(
+            f"unknown stereo layout {layout!r}; allowed: {', '.join(LAYOUTS)}"
+        )
     if not root.is_dir():
         raise DataError(f"stereo data folder not found: {root}")
     found: dict[tuple[Path, Path], StereoPair] = {}
@@ -147,8 +155,9 @@ def _pair_in_folder(folder: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def read_split(path: str | Path, root: str | Path = "", on_error: str = "error"
-               ) -> list[StereoPair]:
+def read_split(
+    path: str | Path, root: str | Path = "", on_error: str = "error"
+) -> list[StereoPair]:
     """Stereo pairs listed in a split file (format in the module docstring)."""
     path, root = Path(path), Path(root) if root else Path(".")
     try:
@@ -168,8 +177,10 @@ def read_split(path: str | Path, root: str | Path = "", on_error: str = "error"
             folder = root / fields[0]
             found = _pair_in_folder(folder) if folder.is_dir() else None
             if found is None:
-                _problem(f"{where}: no left.png/right.png or im0.png/im1.png in {folder}",
-                         on_error)
+                _problem(
+                    f"{where}: no left.png/right.png or im0.png/im1.png in {folder}",
+                    on_error,
+                )
                 continue
             (left, right), name = found, fields[0]
         else:
@@ -192,14 +203,19 @@ def find_images(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    images = sorted(p for p in root.rglob("*")
-                    if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
     if not images:
         raise DataError(f"no images under {root}")
     return images
 
 
-def exclude_pairs(pairs: list[StereoPair], excluded: list[StereoPair]) -> list[StereoPair]:
+def exclude_pairs(
+    pairs: list[StereoPair], excluded: list[StereoPair]
+) -> list[StereoPair]:
     """``pairs`` without those whose left file is in ``excluded`` (e.g. the validation set)."""
     held_out = {p.left.resolve() for p in excluded}
     return [p for p in pairs if p.left.resolve() not in held_out]

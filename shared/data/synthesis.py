@@ -27,9 +27,12 @@ def _splat_disparity(disparity: Tensor) -> Tensor:
     cols = torch.arange(w, device=disparity.device).expand(n, h, w)
     target = torch.round(cols - disparity).long()
     valid = (target >= 0) & (target < w)
-    flat_target = target.clamp(0, w - 1) + w * torch.arange(n * h, device=disparity.device
-                                                           ).reshape(n, h, 1)
-    right = torch.full((n * h * w,), -1.0, dtype=disparity.dtype, device=disparity.device)
+    flat_target = target.clamp(0, w - 1) + w * torch.arange(
+        n * h, device=disparity.device
+    ).reshape(n, h, 1)
+    right = torch.full(
+        (n * h * w,), -1.0, dtype=disparity.dtype, device=disparity.device
+    )
     right.scatter_reduce_(0, flat_target[valid], disparity[valid], reduce="amax")
     right = right.reshape(n, h, w)
     hole = right < 0
@@ -61,23 +64,30 @@ def render_right_view(left: Tensor, disparity: Tensor) -> Tensor:
     n, _, h, w = left.shape
     d_right = _splat_disparity(disparity)
     xs = torch.arange(w, dtype=left.dtype, device=left.device).expand(n, h, w) + d_right
-    ys = torch.arange(h, dtype=left.dtype, device=left.device).reshape(1, h, 1).expand(n, h, w)
+    ys = (
+        torch.arange(h, dtype=left.dtype, device=left.device)
+        .reshape(1, h, 1)
+        .expand(n, h, w)
+    )
     grid = torch.stack((2.0 * xs / (w - 1) - 1.0, 2.0 * ys / (h - 1) - 1.0), dim=-1)
-    right = F.grid_sample(left, grid, mode="bilinear", padding_mode="border",
-                          align_corners=True)
+    right = F.grid_sample(
+        left, grid, mode="bilinear", padding_mode="border", align_corners=True
+    )
     return right.clamp_(0.0, 1.0)
 
 
-def _smooth_noise(n: int, h: int, w: int, cells: tuple[int, int],
-                  generator: torch.Generator) -> Tensor:
+def _smooth_noise(
+    n: int, h: int, w: int, cells: tuple[int, int], generator: torch.Generator
+) -> Tensor:
     """Low-frequency noise in [0, 1], ``[N, H, W]``."""
     coarse = torch.rand((n, 1) + cells, generator=generator)
     field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
     return field[:, 0].clamp(0.0, 1.0)
 
 
-def _ellipses(n: int, h: int, w: int, count: int, generator: torch.Generator
-              ) -> tuple[Tensor, Tensor]:
+def _ellipses(
+    n: int, h: int, w: int, count: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """``count`` random filled ellipses per image: masks ``[N, count, H, W]`` (bool) and
     their relative depths ``[N, count]`` in [0, 1] (1 = nearest)."""
     ys = torch.linspace(0, 1, h).reshape(1, 1, h, 1)
@@ -90,8 +100,9 @@ def _ellipses(n: int, h: int, w: int, count: int, generator: torch.Generator
     return masks, params[..., 4]
 
 
-def random_disparity(n: int, h: int, w: int, max_disparity_px: float,
-                     generator: torch.Generator) -> Tensor:
+def random_disparity(
+    n: int, h: int, w: int, max_disparity_px: float, generator: torch.Generator
+) -> Tensor:
     """A smooth random scene depth with a few nearer objects, as disparity in pixels.
 
     The background is low-frequency noise plus a ground-plane ramp (nearer at the bottom);
@@ -101,17 +112,21 @@ def random_disparity(n: int, h: int, w: int, max_disparity_px: float,
     """
     ramp_weight = torch.rand((n, 1, 1), generator=generator)
     ramp = torch.linspace(0, 1, h).reshape(1, h, 1)
-    base = 0.6 * (0.5 * _smooth_noise(n, h, w, (3, 5), generator) + 0.5 * ramp_weight * ramp)
+    base = 0.6 * (
+        0.5 * _smooth_noise(n, h, w, (3, 5), generator) + 0.5 * ramp_weight * ramp
+    )
     masks, depth = _ellipses(n, h, w, 3, generator)
     keep = torch.rand((n, 3), generator=generator) < 0.6
     near = 0.6 + 0.4 * depth
-    objects = torch.where(masks & keep[..., None, None], near[..., None, None],
-                          torch.zeros(()))
+    objects = torch.where(
+        masks & keep[..., None, None], near[..., None, None], torch.zeros(())
+    )
     return torch.maximum(base, objects.amax(dim=1)) * max_disparity_px
 
 
-def mono_to_stereo(image: Tensor, width: int, max_disparity_px: float,
-                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def mono_to_stereo(
+    image: Tensor, width: int, max_disparity_px: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """A stereo pair from a mono crop that is ``ceil(max_disparity_px)`` columns wider.
 
     The extra columns on the right supply what the right view sees beyond the left
@@ -127,15 +142,17 @@ def mono_to_stereo(image: Tensor, width: int, max_disparity_px: float,
     """
     n, _, h, wide = image.shape
     if wide < width + math.ceil(max_disparity_px):
-        raise ValueError(f"mono crop of width {wide} < {width} + max disparity "
-                         f"{max_disparity_px:g}")
+        raise ValueError(
+            f"mono crop of width {wide} < {width} + max disparity {max_disparity_px:g}"
+        )
     disparity = random_disparity(n, h, wide, max_disparity_px, generator)
     right = render_right_view(image, disparity)
     return image[..., :width], right[..., :width]
 
 
-def synthetic_stereo(n: int, height: int, width: int, seed: int,
-                     max_disparity_px: float = 8.0) -> tuple[Tensor, Tensor]:
+def synthetic_stereo(
+    n: int, height: int, width: int, seed: int, max_disparity_px: float = 8.0
+) -> tuple[Tensor, Tensor]:
     """Procedural stereo pairs for tests: textured layered scenes, deterministic per seed.
 
     Each scene has a smooth colour background and several textured ellipses at random
@@ -147,15 +164,17 @@ def synthetic_stereo(n: int, height: int, width: int, seed: int,
     """
     g = torch.Generator().manual_seed(seed)
     colours = torch.rand((n, 3, 2, 3), generator=g)
-    background = F.interpolate(colours, size=(height, width), mode="bilinear",
-                               align_corners=True)
+    background = F.interpolate(
+        colours, size=(height, width), mode="bilinear", align_corners=True
+    )
     masks, depth = _ellipses(n, height, width, 6, g)
     order = torch.argsort(depth, dim=1)
     fy, fx = (torch.rand((n, 6, 2), generator=g) * 40 + 4).unbind(-1)
     ys = torch.arange(height).reshape(1, 1, height, 1).float()
     xs = torch.arange(width).reshape(1, 1, 1, width).float()
     texture = 0.5 + 0.5 * torch.sin(ys / fy[..., None, None]) * torch.cos(
-        xs / fx[..., None, None])
+        xs / fx[..., None, None]
+    )
     tint = torch.rand((n, 6, 3), generator=g)
     image, disparity = background.clone(), torch.zeros(n, height, width)
     for rank in range(6):
@@ -164,7 +183,10 @@ def synthetic_stereo(n: int, height: int, width: int, seed: int,
         mask = masks[sel, k]
         colour = tint[sel, k][..., None, None] * texture[sel, k][:, None]
         image = torch.where(mask[:, None], colour, image)
-        disparity = torch.where(mask, (0.3 + 0.7 * depth[sel, k])[:, None, None]
-                                * max_disparity_px, disparity)
+        disparity = torch.where(
+            mask,
+            (0.3 + 0.7 * depth[sel, k])[:, None, None] * max_disparity_px,
+            disparity,
+        )
     image = image.clamp(0.0, 1.0)
     return image, render_right_view(image, disparity)

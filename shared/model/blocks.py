@@ -27,7 +27,9 @@ def conv_bn(in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3) -> nn.Mod
 class SpikingConv(nn.Module):
     """neuron -> conv -> BN: ``[T, N, in_ch, H, W]`` real to ``[T, N, out_ch, H/s, W/s]``."""
 
-    def __init__(self, cfg: ModelConfig, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(
+        self, cfg: ModelConfig, in_ch: int, out_ch: int, stride: int = 1
+    ) -> None:
         super().__init__()
         self.neuron = make_neuron(cfg)
         self.conv = conv_bn(in_ch, out_ch, stride)
@@ -41,8 +43,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, cfg: ModelConfig, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(SpikingConv(cfg, channels, channels),
-                                  SpikingConv(cfg, channels, channels))
+        self.body = nn.Sequential(
+            SpikingConv(cfg, channels, channels), SpikingConv(cfg, channels, channels)
+        )
 
     def forward(self, u: Tensor) -> Tensor:
         return u + self.body(u)
@@ -85,8 +88,9 @@ class SNRGate(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         hidden = max(channels // 2, 8)
-        self.mlp = nn.Sequential(nn.Linear(channels + 2, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels + 2, hidden), nn.ReLU(), nn.Linear(hidden, channels)
+        )
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 

@@ -24,8 +24,14 @@ class CheckpointError(ValueError):
 def git_commit() -> str:
     """The commit of the source tree, or 'unknown' outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -45,8 +51,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Read a checkpoint dict (tensors and plain data only: ``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
@@ -60,8 +67,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return ckpt
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = ""
-                       ) -> list[str]:
+def config_differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
+) -> list[str]:
     """Dotted keys whose values differ between two nested config dicts."""
     keys = sorted(set(a) | set(b))
     out = []
@@ -75,28 +83,40 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = ""
     return out
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-                      ignore_missing: tuple[str, ...] = ()) -> None:
+def load_state_strict(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    ignore_missing: tuple[str, ...] = (),
+) -> None:
     """``load_state_dict`` that names every missing, unexpected or reshaped key."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith(ignore_missing)]
     unexpected = [k for k in state if k not in own]
-    reshaped = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                for k in own if k in state and state[k].shape != own[k].shape]
+    reshaped = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or reshaped:
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("shape mismatch", reshaped)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", reshaped),
+        ):
             if keys:
-                shown = ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)"
-                                                if len(keys) > 8 else "")
+                shown = ", ".join(keys[:8]) + (
+                    f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
+                )
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"{source} does not fit this model; " + "; ".join(parts))
     model.load_state_dict(state, strict=not ignore_missing)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               expected: Config | None = None) -> tuple[nn.Module, Config]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", expected: Config | None = None
+) -> tuple[nn.Module, Config]:
     """Rebuild a model from the config stored in its checkpoint and load its weights.
 
     With ``expected``, a checkpoint whose model section differs raises
@@ -107,8 +127,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     if expected is not None:
         diffs = config_differences(expected.to_dict()["model"], cfg.to_dict()["model"])
         if diffs:
-            raise CheckpointError(f"checkpoint {path} was trained with another model "
-                                  f"config: " + "; ".join(diffs))
+            raise CheckpointError(
+                f"checkpoint {path} was trained with another model "
+                f"config: " + "; ".join(diffs)
+            )
     model = build_model(cfg.model, cfg.channel)
     load_state_strict(model, ckpt["model"], f"checkpoint {path}")
     return model.to(device).eval(), cfg

@@ -43,17 +43,25 @@ class EnergyMeter:
 
     model: nn.Module
     frames: int = 0
-    layers: dict[str, LayerCount] = field(default_factory=lambda: defaultdict(LayerCount))
+    layers: dict[str, LayerCount] = field(
+        default_factory=lambda: defaultdict(LayerCount)
+    )
 
     def __enter__(self) -> "EnergyMeter":
-        self.spiking = getattr(self.model, "cfg", None) is not None and \
-            self.model.cfg.kind == "snn"
+        self.spiking = (
+            getattr(self.model, "cfg", None) is not None
+            and self.model.cfg.kind == "snn"
+        )
         self._handles = []
         for name, module in self.model.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+                self._handles.append(
+                    module.register_forward_hook(self._layer_hook(name))
+                )
             elif isinstance(module, ParallaxAttention):
-                self._handles.append(module.register_forward_hook(self._attention_hook(name)))
+                self._handles.append(
+                    module.register_forward_hook(self._attention_hook(name))
+                )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -64,8 +72,12 @@ class EnergyMeter:
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             x = inputs[0]
             if isinstance(module, nn.Conv2d):
-                fan_in = module.in_channels // module.groups * module.kernel_size[0] * \
-                    module.kernel_size[1]
+                fan_in = (
+                    module.in_channels
+                    // module.groups
+                    * module.kernel_size[0]
+                    * module.kernel_size[1]
+                )
             else:
                 fan_in = module.in_features
             macs = float(output.numel()) * fan_in
@@ -80,26 +92,37 @@ class EnergyMeter:
                 count.spiking_input = True
             else:
                 count.macs += macs
+
         return hook
 
     def _attention_hook(self, name: str):
-        def hook(module: ParallaxAttention, inputs: tuple[Tensor, ...], output: Tensor
-                 ) -> None:
+        def hook(
+            module: ParallaxAttention, inputs: tuple[Tensor, ...], output: Tensor
+        ) -> None:
             self.layers[name + ".attention"].macs += module.last_matmul_macs
             self.layers[name + ".attention"].calls += 1
+
         return hook
 
     def summary(self) -> dict[str, object]:
         """Per-frame totals (a frame = both views), split by encoder and decoder."""
         frames = max(self.frames, 1)
-        parts: dict[str, dict[str, float]] = defaultdict(lambda: {"macs": 0.0, "sops": 0.0})
+        parts: dict[str, dict[str, float]] = defaultdict(
+            lambda: {"macs": 0.0, "sops": 0.0}
+        )
         layers = []
         for name, c in self.layers.items():
             part = "encoder" if name.startswith("encoder") else "decoder"
             parts[part]["macs"] += c.macs / frames
             parts[part]["sops"] += c.sops / frames
-            layers.append({"layer": name, "macs": c.macs / frames, "sops": c.sops / frames,
-                           "input_rate": c.rate_sum / c.calls if c.spiking_input else None})
+            layers.append(
+                {
+                    "layer": name,
+                    "macs": c.macs / frames,
+                    "sops": c.sops / frames,
+                    "input_rate": c.rate_sum / c.calls if c.spiking_input else None,
+                }
+            )
         out: dict[str, object] = {"frames": self.frames, "layers": layers}
         total_macs = total_sops = 0.0
         for part, v in sorted(parts.items()):

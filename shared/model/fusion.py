@@ -90,8 +90,12 @@ class ParallaxAttention(nn.Module):
         k_l, k_r = k.chunk(2)
         v_l, v_r = v.chunk(2)
         left_mask, right_mask = parallax_masks(u.shape[-1], u.device)
-        fused = torch.cat((row_attention(q_l, k_r, v_r, left_mask),
-                           row_attention(q_r, k_l, v_l, right_mask)))
+        fused = torch.cat(
+            (
+                row_attention(q_l, k_r, v_r, left_mask),
+                row_attention(q_r, k_l, v_l, right_mask),
+            )
+        )
         n, d, h, w = q.shape
         self.last_matmul_macs = n * h * w * w * (d + v.shape[1])
         return u + self.project(fused)[None]

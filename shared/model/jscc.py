@@ -53,8 +53,9 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, out_channels: int) -> None:
         super().__init__()
         widths = cfg.widths
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(widths[0]))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0])
+        )
         stages = []
         for i, width in enumerate(widths):
             blocks: list[nn.Module] = []
@@ -94,16 +95,20 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int) -> None:
         super().__init__()
         widths = cfg.widths
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[-1], 3, padding=1,
-                                            bias=False), nn.BatchNorm2d(widths[-1]))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[-1], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[-1]),
+        )
         self.scales = nn.ModuleList()
         for i in reversed(range(len(widths))):
             scale = nn.Module()
             scale.gate = SNRGate(widths[i]) if cfg.snr_conditioning else None
-            scale.blocks = nn.Sequential(*[ResBlock(cfg, widths[i])
-                                           for _ in range(cfg.res_blocks[i])])
-            scale.fusion = ParallaxAttention(cfg, widths[i]) if i in cfg.fusion_scales \
-                else None
+            scale.blocks = nn.Sequential(
+                *[ResBlock(cfg, widths[i]) for _ in range(cfg.res_blocks[i])]
+            )
+            scale.fusion = (
+                ParallaxAttention(cfg, widths[i]) if i in cfg.fusion_scales else None
+            )
             scale.up = SpikingUpsample(cfg, widths[i], widths[i - 1]) if i > 0 else None
             self.scales.append(scale)
         self.readout = nn.Conv2d(widths[0], 3, 3, padding=1)
@@ -148,7 +153,9 @@ class StereoJSCC(nn.Module):
     channel : WirelessChannel, the differentiable channel used by :meth:`forward`
     """
 
-    def __init__(self, cfg: ModelConfig, channel: WirelessChannel | None = None) -> None:
+    def __init__(
+        self, cfg: ModelConfig, channel: WirelessChannel | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.steps = cfg.time_steps if cfg.kind == "snn" else 1
@@ -158,8 +165,9 @@ class StereoJSCC(nn.Module):
         decoder_in = self.latent_channels * bit_planes
         encoder_out = self.latent_channels * (bit_planes if cfg.kind == "cnn" else 1)
         self.encoder_left = Encoder(cfg, encoder_out)
-        self.encoder_right = self.encoder_left if cfg.share_encoder else Encoder(
-            cfg, encoder_out)
+        self.encoder_right = (
+            self.encoder_left if cfg.share_encoder else Encoder(cfg, encoder_out)
+        )
         self.decoder = Decoder(cfg, decoder_in)
         self.channel = channel or WirelessChannel(signalling=signalling_for(cfg.latent))
         for module in self.modules():
@@ -174,15 +182,20 @@ class StereoJSCC(nn.Module):
         """Per view: ``n`` complex channel uses, ``k`` source values, ``rho = n / k``."""
         self.check_size(height, width)
         positions = (height // self.stride) * (width // self.stride)
-        reals = positions * self.latent_channels * (
-            self.cfg.time_steps if self.cfg.latent == "spike_bpsk" else 1)
+        reals = (
+            positions
+            * self.latent_channels
+            * (self.cfg.time_steps if self.cfg.latent == "spike_bpsk" else 1)
+        )
         n, k = reals // 2, 3 * height * width
         return {"n": n, "k": k, "rho": n / k}
 
     def check_size(self, height: int, width: int) -> None:
         if height % self.stride or width % self.stride:
-            raise ValueError(f"image size {height}x{width} is not a multiple of the "
-                             f"model stride {self.stride}; pad or crop it")
+            raise ValueError(
+                f"image size {height}x{width} is not a multiple of the "
+                f"model stride {self.stride}; pad or crop it"
+            )
 
     # ------------------------------------------------------------------ latent
 
@@ -205,13 +218,19 @@ class StereoJSCC(nn.Module):
     def _encode_views(self, x_left: Tensor, x_right: Tensor) -> Tensor:
         self.check_size(*x_left.shape[-2:])
         if x_left.shape != x_right.shape:
-            raise ValueError(f"views differ in shape: {tuple(x_left.shape)} vs "
-                             f"{tuple(x_right.shape)}")
+            raise ValueError(
+                f"views differ in shape: {tuple(x_left.shape)} vs "
+                f"{tuple(x_right.shape)}"
+            )
         if self.encoder_left is self.encoder_right:
             spikes = self.encoder_left(torch.cat((x_left, x_right)), self.steps)
             return self._latent(spikes)
-        return torch.cat((self._latent(self.encoder_left(x_left, self.steps)),
-                          self._latent(self.encoder_right(x_right, self.steps))))
+        return torch.cat(
+            (
+                self._latent(self.encoder_left(x_left, self.steps)),
+                self._latent(self.encoder_right(x_right, self.steps)),
+            )
+        )
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of one view's latent (without the batch axis)."""
@@ -240,22 +259,26 @@ class StereoJSCC(nn.Module):
         latent = self._encode_views(x_left, x_right)
         functional.reset_net(self)
         latent = torch.round(latent).to(torch.uint8)
-        return {"latent": latent.reshape((2, x_left.shape[0]) + latent.shape[1:]),
-                "shape": tuple(latent.shape[1:])}
+        return {
+            "latent": latent.reshape((2, x_left.shape[0]) + latent.shape[1:]),
+            "shape": tuple(latent.shape[1:]),
+        }
 
     def channel_input(self, latent: Tensor) -> Tensor:
         """``[B, *latent_shape]`` latent to ``[B, L]`` channel input values."""
         return channel_input_from_latent(latent, self.cfg.latent, self.cfg.time_steps)
 
-    def _decode(self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
-                ) -> Tensor:
+    def _decode(
+        self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
+    ) -> Tensor:
         h, w = shape[-2:]
         r = soft.reshape(soft.shape[0], -1, h, w)
         return self.decoder(r, snr_db, self.steps)
 
     @torch.no_grad()
-    def decode(self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
-               ) -> dict[str, Tensor]:
+    def decode(
+        self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
+    ) -> dict[str, Tensor]:
         """Receiver half.
 
         Input
@@ -276,8 +299,13 @@ class StereoJSCC(nn.Module):
 
     # ------------------------------------------------------------------ training path
 
-    def forward(self, x_left: Tensor, x_right: Tensor, snr_db: Tensor,
-                generator: torch.Generator | None = None) -> dict[str, object]:
+    def forward(
+        self,
+        x_left: Tensor,
+        x_right: Tensor,
+        snr_db: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, object]:
         """Encoder, differentiable channel, decoder.
 
         Input
@@ -303,16 +331,24 @@ class StereoJSCC(nn.Module):
         rates = self.firing_rates()
         functional.reset_net(self)
         left, right = x_hat.chunk(2)
-        return {"x_hat_left": left, "x_hat_right": right, "z": z, "z_hat": z_hat,
-                "latent": latent, "rates": rates}
+        return {
+            "x_hat_left": left,
+            "x_hat_right": right,
+            "z": z,
+            "z_hat": z_hat,
+            "latent": latent,
+            "rates": rates,
+        }
 
     def firing_rates(self) -> dict[str, Tensor]:
         """Mean output of every neuron layer in the last forward pass."""
-        return {name: m.rate for name, m in self.named_modules()
-                if is_neuron(m) and m.rate is not None}
+        return {
+            name: m.rate
+            for name, m in self.named_modules()
+            if is_neuron(m) and m.rate is not None
+        }
 
 
 def parameter_count(model: nn.Module) -> int:
     """Number of distinct trainable parameters (shared encoders counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

@@ -38,10 +38,17 @@ class _MultiStepLIF(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_seq: Tensor, v0: Tensor, decay: Tensor, v_threshold: float,
-                v_reset: float | None, detach_reset: bool,
-                surrogate_grad: Callable[[Tensor, Tensor, float], Tensor], alpha: float
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx,
+        x_seq: Tensor,
+        v0: Tensor,
+        decay: Tensor,
+        v_threshold: float,
+        v_reset: float | None,
+        detach_reset: bool,
+        surrogate_grad: Callable[[Tensor, Tensor, float], Tensor],
+        alpha: float,
+    ) -> tuple[Tensor, Tensor]:
         k = float(decay)
         reset_to = 0.0 if v_reset is None else v_reset
         h_seq = torch.empty_like(x_seq)
@@ -60,7 +67,11 @@ class _MultiStepLIF(torch.autograd.Function):
         kept_x = x_seq if ctx.decay_needs_grad else x_seq.new_empty(0)
         ctx.save_for_backward(kept_x, v0, h_seq, s_seq)
         ctx.k, ctx.v_threshold, ctx.v_reset = k, v_threshold, v_reset
-        ctx.detach_reset, ctx.surrogate_grad, ctx.alpha = detach_reset, surrogate_grad, alpha
+        ctx.detach_reset, ctx.surrogate_grad, ctx.alpha = (
+            detach_reset,
+            surrogate_grad,
+            alpha,
+        )
         return s_seq, v
 
     @staticmethod
@@ -85,15 +96,19 @@ class _MultiStepLIF(torch.autograd.Function):
             grad_h = grad_s[t] * sg + grad_v * dv_dh
             grad_x[t] = grad_h * k
             if ctx.decay_needs_grad:
-                v_prev = v0 if t == 0 else _after_reset(h_seq[t - 1], s_seq[t - 1], v_th,
-                                                         v_reset)
+                v_prev = (
+                    v0
+                    if t == 0
+                    else _after_reset(h_seq[t - 1], s_seq[t - 1], v_th, v_reset)
+                )
                 grad_k = grad_k + (grad_h * (x_seq[t] - (v_prev - reset_to))).sum()
             grad_v = grad_h * (1.0 - k)
         return grad_x, None, grad_k if ctx.decay_needs_grad else None, *(None,) * 5
 
 
-def _after_reset(h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None
-                 ) -> Tensor:
+def _after_reset(
+    h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None
+) -> Tensor:
     if v_reset is None:
         return h - spike * v_threshold
     return h * (1.0 - spike) + v_reset * spike
@@ -117,8 +132,10 @@ class _FusedMixin:
     @backend.setter
     def backend(self, value: str) -> None:
         if value not in self.supported_backends:
-            raise ValueError(f"backend {value!r} with step_mode {self.step_mode!r}; "
-                             f"allowed: {self.supported_backends}")
+            raise ValueError(
+                f"backend {value!r} with step_mode {self.step_mode!r}; "
+                f"allowed: {self.supported_backends}"
+            )
         self._backend = value
 
     def _decay(self, like: Tensor) -> Tensor:
@@ -131,8 +148,15 @@ class _FusedMixin:
             self.v_float_to_tensor(x_seq[0])
             sg = self.surrogate_function
             spikes, v_last = _MultiStepLIF.apply(
-                x_seq, self.v.detach(), self._decay(x_seq), self.v_threshold,
-                self.v_reset, self.detach_reset, type(sg).backward, sg.alpha)
+                x_seq,
+                self.v.detach(),
+                self._decay(x_seq),
+                self.v_threshold,
+                self.v_reset,
+                self.detach_reset,
+                type(sg).backward,
+                sg.alpha,
+            )
             self.v = v_last
         self.rate = spikes.detach().mean()
         return spikes
@@ -182,8 +206,14 @@ def make_neuron(cfg: ModelConfig) -> nn.Module:
         return RateActivation(cfg.v_threshold)
     sg = SURROGATES[cfg.surrogate](alpha=cfg.surrogate_alpha)
     v_reset = 0.0 if cfg.reset == "hard" else None
-    common = dict(v_threshold=cfg.v_threshold, v_reset=v_reset, surrogate_function=sg,
-                  detach_reset=cfg.detach_reset, step_mode="m", backend="fused")
+    common = dict(
+        v_threshold=cfg.v_threshold,
+        v_reset=v_reset,
+        surrogate_function=sg,
+        detach_reset=cfg.detach_reset,
+        step_mode="m",
+        backend="fused",
+    )
     if cfg.neuron == "plif":
         return FusedParametricLIFNode(init_tau=cfg.tau, **common)
     return FusedLIFNode(tau=cfg.tau, **common)

@@ -16,13 +16,15 @@ MODELS: dict[str, Callable[[ModelConfig, WirelessChannel], nn.Module]] = {
 }
 
 
-def build_model(cfg: ModelConfig, channel_cfg: ChannelConfig | None = None) -> StereoJSCC:
+def build_model(
+    cfg: ModelConfig, channel_cfg: ChannelConfig | None = None
+) -> StereoJSCC:
     """Instantiate ``cfg.arch`` with the channel of ``channel_cfg`` (AWGN by default)."""
     if cfg.arch not in MODELS:
-        raise ConfigError(f"config key 'model.arch': got {cfg.arch!r}; allowed: "
-                          f"{', '.join(MODELS)}")
+        raise ConfigError(
+            f"config key 'model.arch': got {cfg.arch!r}; allowed: {', '.join(MODELS)}"
+        )
     channel_cfg = channel_cfg or ChannelConfig()
     check_channel_fits(channel_cfg.kind, cfg.latent)
-    channel = WirelessChannel.from_config(channel_cfg,
-                                          signalling_for(cfg.latent))
+    channel = WirelessChannel.from_config(channel_cfg, signalling_for(cfg.latent))
     return MODELS[cfg.arch](cfg, channel)

@@ -10,7 +10,6 @@ requests (``ctrl`` messages, meta ``cmd``): ``set`` changes the SNR / channel no
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ from channel_sim.settings import ChannelSettings, describe
 from shared.channel.modulation import channel_input_from_latent, signalling_for
 from shared.channel.rng import generator_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import Config, ConfigError, dump_config, load_config
+from shared.config import Config, ConfigError
 from shared.process import (
     POLL_SLICE_MS,
     DropCounter,
@@ -31,34 +30,13 @@ from shared.process import (
     drain_linger_ms,
     open_socket,
     receive,
-    run_guarded,
+    run_process,
     send,
-    setup_logging,
 )
 from shared.protocol import ProtocolError, channel_message, heartbeat, parse_latent
 from shared.wire import Message, WireError, decode_message, encode_message
 
 NAME = "channel"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m channel_sim",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML file or preset (default: defaults)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. channel.snr_db=5",
-    )
-    return p
 
 
 class ChannelProcess:
@@ -198,17 +176,14 @@ class ChannelProcess:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = setup_logging(NAME)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("resolved config:\n%s", dump_config(cfg))
-    torch.set_grad_enabled(False)
-    process = ChannelProcess(cfg, log, StopFlag())
-    return run_guarded(log, process.serve)
+    return run_process(
+        NAME,
+        "channel_sim",
+        __doc__,
+        "channel.snr_db=5",
+        argv,
+        lambda cfg, log, stop: ChannelProcess(cfg, log, stop).serve(),
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Writes reconstructions as PNG (``frames/``, and ``grid/`` with ``link.save_grid`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -22,10 +21,10 @@ from receiver.assembler import FrameAssembler, PendingFrame
 from receiver.report import FrameLog, build_summary
 from shared.channel.modulation import signalling_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import Config, ConfigError, dump_config, load_config
+from shared.config import Config
 from shared.data.images import save_png
 from shared.evaluation import Frame, frame_metrics
-from shared.model.checkpoint import CheckpointError, load_model
+from shared.model.checkpoint import load_model
 from shared.model.energy import E_MAC_PJ, EnergyMeter, twin_macs_per_frame
 from shared.process import (
     POLL_SLICE_MS,
@@ -35,33 +34,12 @@ from shared.process import (
     close_all,
     open_socket,
     receive,
-    run_guarded,
-    setup_logging,
+    run_process,
 )
 from shared.protocol import parse_channel, parse_reference
 from shared.wire import WireError
 
 NAME = "receiver"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m receiver",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML file or preset (default: defaults)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. link.out_dir=DIR",
-    )
-    return p
 
 
 def receiver_channel(meta: dict) -> WirelessChannel:
@@ -333,25 +311,14 @@ def _dumps(obj: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = setup_logging(NAME)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("resolved config:\n%s", dump_config(cfg))
-    torch.set_grad_enabled(False)
-
-    def body() -> int:
-        try:
-            process = ReceiverProcess(cfg, log, StopFlag())
-        except (CheckpointError, ConfigError) as exc:
-            log.error("%s", exc)
-            return 1
-        return process.serve()
-
-    return run_guarded(log, body)
+    return run_process(
+        NAME,
+        "receiver",
+        __doc__,
+        "link.out_dir=runs/rx",
+        argv,
+        lambda cfg, log, stop: ReceiverProcess(cfg, log, stop).serve(),
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ names the dotted key, the value given and what is allowed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import types
@@ -357,6 +358,25 @@ def _apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
             )
         node = child
     node[path[-1]] = value
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    example: str,
+    config_help: str = "YAML file or preset name in shared/configs "
+    "(default: the built-in defaults)",
+) -> None:
+    """The two options every tool shares: ``--config`` and repeatable ``--set KEY=VALUE``."""
+    parser.add_argument("--config", default=None, help=config_help)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key, e.g. {example} (repeatable; the value "
+        "is parsed as YAML)",
+    )
 
 
 def resolve_preset(path: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -9,8 +10,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import torch
 import zmq
 
+from shared.config import (
+    Config,
+    ConfigError,
+    add_config_arguments,
+    dump_config,
+    load_config,
+)
+from shared.data.images import DataError
+from shared.model.checkpoint import CheckpointError
 from shared.wire import Message, WireError, decode_message, encode_message
 
 POLL_SLICE_MS = 100
@@ -158,10 +169,46 @@ def drain_linger_ms(hb_interval_s: float, liveness: int) -> int:
     return int(1000 * hb_interval_s * liveness)
 
 
-def run_guarded(log: logging.Logger, body: Callable[[], int]) -> int:
-    """Run a process body; an unexpected exception is logged and gives exit status 1."""
+#: Errors a process reports in one line (bad model file, data, values) before exiting 1.
+REPORTED_ERRORS = (CheckpointError, ConfigError, DataError, ValueError)
+
+ProcessBody = Callable[[Config, logging.Logger, StopFlag], int]
+
+
+def run_process(
+    name: str,
+    module: str,
+    doc: str,
+    example: str,
+    argv: list[str] | None,
+    body: ProcessBody,
+) -> int:
+    """Entry point shared by the link processes.
+
+    Parses ``--config`` / ``--set``, stops with status 2 on a bad configuration before
+    anything is bound, logs the resolved configuration, then runs ``body``. Expected
+    errors end with status 1 and one log line; anything else is logged with its traceback.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(parser, example)
+    args = parser.parse_args(argv)
+    log = setup_logging(name)
     try:
-        return body()
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    log.info("resolved config:\n%s", dump_config(cfg))
+    torch.set_grad_enabled(False)
+    try:
+        return body(cfg, log, StopFlag())
+    except REPORTED_ERRORS as exc:
+        log.error("%s", exc)
+        return 1
     except Exception:
         log.exception("stopped by an unexpected error")
         return 1

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from shared.wire import WIRE_VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
@@ -30,6 +32,31 @@ def pytest_collection_modifyitems(
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def raw_frame(obj: object) -> bytes:
+    """A wire frame around any msgpack object, with a correct CRC (for malformed headers)."""
+    import zlib
+
+    import msgpack
+
+    body = msgpack.packb(obj, use_bin_type=True)
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def valid_header(**changes: object) -> dict:
+    header = {
+        "v": WIRE_VERSION,
+        "type": "data",
+        "stream": 0,
+        "seq": 0,
+        "view": 0,
+        "t_send": 0.0,
+        "meta": {},
+        "arrays": {},
+    }
+    header.update(changes)
+    return header
 
 
 def write_image(

@@ -8,15 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
 import torch
 import zmq
-from conftest import REPO
+from conftest import REPO, raw_frame, valid_header
 
 from channel_sim.settings import describe
 from shared.channel import WirelessChannel, generator_for
@@ -153,20 +151,7 @@ def start(module: str, cfg, tmp: Path) -> subprocess.Popen:
 def garbage_frames(max_bytes: int) -> list[bytes]:
     """Random bytes, a truncated frame, an oversized one, another version, bad content."""
     valid = encode_message(Message(type="data", seq=1, view=0))
-    body = msgpack.packb(
-        {
-            "v": WIRE_VERSION + 1,
-            "type": "data",
-            "stream": 0,
-            "seq": 0,
-            "view": 0,
-            "t_send": 0.0,
-            "meta": {},
-            "arrays": {},
-        },
-        use_bin_type=True,
-    )
-    other_version = body + zlib.crc32(body).to_bytes(4, "little")
+    other_version = raw_frame(valid_header(v=WIRE_VERSION + 1))
     oversized = encode_message(
         Message(type="data", arrays={"counts": np.zeros(max_bytes, np.uint8)})
     )

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import zlib
-
-import msgpack
 import numpy as np
 import pytest
+from conftest import raw_frame, valid_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.wire import (
     MESSAGE_TYPES,
-    WIRE_VERSION,
     Message,
     WireError,
     decode_message,
@@ -48,26 +45,6 @@ def data_message() -> Message:
             "noise_var": np.array([0.1], dtype=np.float32),
         },
     )
-
-
-def raw_frame(obj: object) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
-    return body + zlib.crc32(body).to_bytes(4, "little")
-
-
-def valid_header(**changes: object) -> dict:
-    header = {
-        "v": WIRE_VERSION,
-        "type": "data",
-        "stream": 0,
-        "seq": 0,
-        "view": 0,
-        "t_send": 0.0,
-        "meta": {},
-        "arrays": {},
-    }
-    header.update(changes)
-    return header
 
 
 def test_round_trip_is_bit_exact() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from shared.config import (
     Config,
     ConfigError,
+    add_config_arguments,
     config_from_dict,
     config_from_stored,
     dump_config,
@@ -47,20 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="YAML file or preset name in shared/configs (default: "
-        "'default', or the checkpoint's own config with --resume)",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. "
-        "train.steps=100 (repeatable; values are YAML)",
+    add_config_arguments(
+        parser,
+        "train.steps=100",
+        config_help="YAML file or preset name in shared/configs (default: 'default', or "
+        "the checkpoint's own config with --resume)",
     )
     parser.add_argument(
         "--resume",

@@ -8,25 +8,22 @@ passes (``link.repeat``; 0 repeats forever); an end-of-stream follows the last f
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 import time
 
-import torch
 import zmq
 
-from shared.config import ConfigError, dump_config, load_config
-from shared.data.images import DataError
-from shared.model.checkpoint import CheckpointError, load_model
+from shared.config import Config
+from shared.model.checkpoint import load_model
 from shared.model.energy import EnergyMeter
 from shared.process import (
     StopFlag,
     close_all,
     drain_linger_ms,
     open_socket,
-    run_guarded,
+    run_process,
     send,
-    setup_logging,
 )
 from shared.protocol import eos_message, latent_message, reference_message
 from transmitter.source import count_frames, frames
@@ -34,27 +31,7 @@ from transmitter.source import count_frames, frames
 NAME = "transmitter"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m transmitter",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML file or preset (default: defaults)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. link.fps=5",
-    )
-    return p
-
-
-def stream(cfg, log, stop: StopFlag) -> int:
+def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, model_cfg = load_model(cfg.link.model)
     total = count_frames(cfg)
     ctx = zmq.Context()
@@ -135,25 +112,7 @@ def stream(cfg, log, stop: StopFlag) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    log = setup_logging(NAME)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("resolved config:\n%s", dump_config(cfg))
-    torch.set_grad_enabled(False)
-    stop = StopFlag()
-
-    def body() -> int:
-        try:
-            return stream(cfg, log, stop)
-        except (CheckpointError, DataError, ValueError) as exc:
-            log.error("%s", exc)
-            return 1
-
-    return run_guarded(log, body)
+    return run_process(NAME, "transmitter", __doc__, "link.fps=5", argv, stream)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,19 @@ def _device(
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
+def _draw(
+    sampler,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    generator: torch.Generator | None,
+) -> Tensor:
+    out = sampler(
+        shape, generator=generator, dtype=dtype, device=_device(generator, device)
+    )
+    return out.to(device) if device is not None else out
+
+
 def normal(
     shape: tuple[int, ...],
     dtype: torch.dtype,
@@ -23,10 +36,7 @@ def normal(
     generator: torch.Generator | None,
 ) -> Tensor:
     """Standard normal samples drawn on the generator's device, returned on ``device``."""
-    out = torch.randn(
-        shape, generator=generator, dtype=dtype, device=_device(generator, device)
-    )
-    return out.to(device) if device is not None else out
+    return _draw(torch.randn, shape, dtype, device, generator)
 
 
 def uniform(
@@ -36,10 +46,7 @@ def uniform(
     generator: torch.Generator | None,
 ) -> Tensor:
     """Uniform samples in [0, 1), drawn on the generator's device, returned on ``device``."""
-    out = torch.rand(
-        shape, generator=generator, dtype=dtype, device=_device(generator, device)
-    )
-    return out.to(device) if device is not None else out
+    return _draw(torch.rand, shape, dtype, device, generator)
 
 
 def generator_for(seed: int, *keys: int | str) -> torch.Generator:

@@ -27,6 +27,7 @@ from pathlib import Path
 from shared.config import (
     Config,
     ConfigError,
+    add_config_arguments,
     config_from_dict,
     dump_config,
     load_config,
@@ -197,17 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config", default=None, help="YAML file or preset (default: defaults)"
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key",
-    )
+    add_config_arguments(p, "link.hwm=4")
     p.add_argument("--model", help="checkpoint (link.model)")
     p.add_argument("--source", help="folder or split file of pairs, or 'synthetic'")
     p.add_argument("--frames", type=int, help="frames per pass (0 = the whole source)")

@@ -171,6 +171,7 @@ class LinkConfig:
     save_grid: bool = False
     stream: int = _bounded(1, 0, 2**32 - 1)
     summary_every_s: float = _bounded(10.0, 0.0, None, lo_open=True)
+    threads: int = _bounded(0, 0, 256)
 
 
 @dataclass(frozen=True)

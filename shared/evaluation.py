@@ -74,6 +74,7 @@ def frame_metrics(frame: Frame, out: dict[str, Tensor]) -> dict[str, float | Non
             if min(ref.shape[-2:]) >= MSSSIM_MIN_SIDE
             else None
         )
+        record[f"distinct_{side}"] = int(rec.detach().unique().numel())
     return record
 
 
@@ -119,7 +120,7 @@ def evaluate(
     encoder_meter.frames = len(frames)
     results = []
     for snr_db in snrs:
-        per_frame, rates = [], []
+        per_frame, rates, layer_rates = [], [], {}
         decoder_meter = EnergyMeter(model)
         with decoder_meter if measure_energy else nullcontext():
             for frame, latent in zip(frames, latents):
@@ -135,6 +136,8 @@ def evaluate(
                 rates.append(
                     sum(float(r) for r in frame_rates.values()) / len(frame_rates)
                 )
+                for name, rate in frame_rates.items():
+                    layer_rates[name] = layer_rates.get(name, 0.0) + float(rate)
         decoder_meter.frames = len(frames)
         summary = summarise(per_frame)
         record: dict[str, object] = {
@@ -144,6 +147,11 @@ def evaluate(
             "psnr_db": summary["psnr"],
             "ms_ssim": summary["ms_ssim"],
             "firing_rate": sum(rates) / len(rates),
+            "layer_rates": {k: v / len(frames) for k, v in layer_rates.items()},
+            "silent_layers": sorted(k for k, v in layer_rates.items() if v == 0.0),
+            "distinct_values_min": min(
+                min(f["distinct_left"], f["distinct_right"]) for f in per_frame
+            ),
             "pairs": len(frames),
             "frames": per_frame,
         }

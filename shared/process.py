@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -169,6 +170,12 @@ def drain_linger_ms(hb_interval_s: float, liveness: int) -> int:
     return int(1000 * hb_interval_s * liveness)
 
 
+def process_threads(configured: int) -> int:
+    """Torch threads of one link process: as configured, or (0) half the CPU cores, since
+    the transmitter and the receiver compute at the same time."""
+    return configured or max(1, (os.cpu_count() or 2) // 2)
+
+
 #: Errors a process reports in one line (bad model file, data, values) before exiting 1.
 REPORTED_ERRORS = (CheckpointError, ConfigError, DataError, ValueError)
 
@@ -204,6 +211,7 @@ def run_process(
         return 2
     log.info("resolved config:\n%s", dump_config(cfg))
     torch.set_grad_enabled(False)
+    torch.set_num_threads(process_threads(cfg.link.threads))
     try:
         return body(cfg, log, StopFlag())
     except REPORTED_ERRORS as exc:

@@ -67,6 +67,8 @@ def test_eval_writes_the_documented_record(
     assert [r["snr_db"] for r in report["results"]] == [0.0, 10.0]
     record = report["results"][0]
     for key in (
+        "distinct_values_min",
+        "silent_layers",
         "snr_db",
         "channel",
         "psnr_db",

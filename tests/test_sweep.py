@@ -54,6 +54,16 @@ def test_codec_fits_the_budget_or_sends_the_mean(codec: str) -> None:
     assert torch.allclose(nothing, mean[:, None, None].expand_as(image))
 
 
+def test_negative_snr_values_follow_their_flag() -> None:
+    from shared.commands.common import attach_negative_values
+
+    assert attach_negative_values(["--snr", "-5,0", "--out", "x"], ("--snr",)) == [
+        "--snr=-5,0",
+        "--out",
+        "x",
+    ]
+
+
 def test_snr_lists_and_ranges() -> None:
     assert parse_snrs("-5:15:2.5") == [-5.0, -2.5, 0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0]
     assert parse_snrs("0, 3,7") == [0.0, 3.0, 7.0]

@@ -42,6 +42,22 @@ def parse_snrs(text: str) -> list[float]:
     return values
 
 
+def attach_negative_values(argv: list[str] | None, flags: tuple[str, ...]) -> list[str]:
+    """Let ``--snr -5,0,5`` work: argparse would read ``-5,0,5`` as an option, so a value
+    after one of ``flags`` that starts with ``-`` is attached as ``--snr=-5,0,5``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in flags and i + 1 < len(args) and args[i + 1].startswith("-"):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
 def load_frames(
     data: str,
     root: str | None,

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.commands.common import USER_ERRORS, fail, parse_snrs
+from shared.commands.common import USER_ERRORS, attach_negative_values, fail, parse_snrs
 from shared.data.images import DataError
 from shared.model.checkpoint import CheckpointError
 from shared.sweep import SweepSpec, sweep_link
@@ -49,7 +49,7 @@ def format_rows(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(argv, ("--snrs",)))
     out = Path(args.out)
     frames = len([p for p in Path(args.data).rglob("left.png")])
     try:

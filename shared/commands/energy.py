@@ -10,7 +10,13 @@ import argparse
 import json
 import sys
 
-from shared.commands.common import USER_ERRORS, fail, load_frames, write_json
+from shared.commands.common import (
+    USER_ERRORS,
+    attach_negative_values,
+    fail,
+    load_frames,
+    write_json,
+)
 from shared.data.images import DataError
 from shared.evaluation import reconstruct
 from shared.model.checkpoint import CheckpointError, load_model
@@ -72,7 +78,7 @@ def energy_report(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(argv, ("--snr",)))
     try:
         report = energy_report(args)
     except (CheckpointError, DataError, *USER_ERRORS) as exc:

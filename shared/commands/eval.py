@@ -16,6 +16,7 @@ import torch
 
 from shared.commands.common import (
     USER_ERRORS,
+    attach_negative_values,
     build_channel,
     channel_config,
     fail,
@@ -101,7 +102,7 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(argv, ("--snr",)))
     try:
         report = run_eval(args)
     except (CheckpointError, DataError, *USER_ERRORS) as exc:

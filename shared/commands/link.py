@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.commands.common import attach_negative_values
 from shared.config import (
     Config,
     ConfigError,
@@ -252,7 +253,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(argv, ("--snr",)))
     try:
         cfg = config_from_args(args)
     except ConfigError as exc:

@@ -21,7 +21,13 @@ from typing import Any
 from tqdm import tqdm
 
 from shared.baselines import CODECS
-from shared.commands.common import USER_ERRORS, fail, load_frames, parse_snrs
+from shared.commands.common import (
+    USER_ERRORS,
+    attach_negative_values,
+    fail,
+    load_frames,
+    parse_snrs,
+)
 from shared.data.images import DataError
 from shared.model.checkpoint import CheckpointError, load_model
 from shared.plots import plot_energy, plot_examples, plot_quality
@@ -278,7 +284,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_negative_values(argv, ("--snrs",)))
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         report = run_sweep(args)

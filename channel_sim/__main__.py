@@ -25,13 +25,15 @@ from shared.config import Config, ConfigError
 from shared.process import (
     POLL_SLICE_MS,
     DropCounter,
+    PeerWatch,
     StopFlag,
     close_all,
-    drain_linger_ms,
+    open_sender,
     open_socket,
     receive,
     run_process,
     send,
+    wait_for_hangup,
 )
 from shared.protocol import ProtocolError, channel_message, heartbeat, parse_latent
 from shared.wire import Message, WireError, decode_message, encode_message
@@ -110,13 +112,12 @@ class ChannelProcess:
         link = self.cfg.link
         ctx = zmq.Context()
         pull = open_socket(ctx, zmq.PULL, link.channel_in, bind=True, hwm=link.hwm)
-        push = open_socket(ctx, zmq.PUSH, link.channel_out, bind=True, hwm=link.hwm)
+        push, receivers = open_sender(ctx, link.channel_out, True, link.hwm)
         rep = open_socket(ctx, zmq.REP, link.channel_control, bind=True, hwm=link.hwm)
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         poller.register(rep, zmq.POLLIN)
         last_out = time.monotonic()
-        linger_ms = 0
         self.log.info(
             "listening on %s, sending to %s, control on %s",
             link.channel_in,
@@ -135,20 +136,25 @@ class ChannelProcess:
                     if msg is not None and self.handle(msg, push):
                         last_out = time.monotonic()
                         if msg.type == "eos":
-                            linger_ms = drain_linger_ms(
-                                link.hb_interval_s, link.liveness
-                            )
+                            self.wait_for_receivers(receivers)
                             break
                 if time.monotonic() - last_out > link.hb_interval_s:
                     if push.poll(0, zmq.POLLOUT):
                         push.send(encode_message(heartbeat(link.stream)))
                     last_out = time.monotonic()
         finally:
-            close_all(ctx, [pull, push, rep], linger_ms)
+            receivers.close()
+            close_all(ctx, [pull, push, rep])
         self.log.info(
             "done (%s): %s", self.stop.reason or "end of stream", self.stats()
         )
         return 0
+
+    def wait_for_receivers(self, receivers: PeerWatch) -> None:
+        """After the end of stream: stay until the receiver, having read it, hangs up."""
+        patience = self.cfg.link.idle_timeout_s
+        if not wait_for_hangup([receivers], patience, self.stop):
+            self.log.warning("the receiver was still connected after %.1f s", patience)
 
     def handle(self, msg: Message, push: zmq.Socket) -> bool:
         """Process one message from the transmitter; True when something was sent on."""

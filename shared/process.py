@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from shared.config import (
     Config,
@@ -26,9 +27,9 @@ from shared.model.checkpoint import CheckpointError
 from shared.wire import Message, WireError, decode_message, encode_message
 
 POLL_SLICE_MS = 100
-#: libzmq re-establishes a lost connection itself, backing off from 1 s to 32 s; queued
-#: messages survive, which a hand-made close-and-reconnect of a PULL socket would lose.
-RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 1000, 32000
+#: libzmq (re-)establishes a connection itself, retrying after 0.1 s and backing off to
+#: 2 s; queued messages survive, which a hand-made close-and-reconnect would lose.
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 2000
 
 
 def setup_logging(name: str) -> logging.Logger:
@@ -84,18 +85,47 @@ class DropCounter:
 def open_socket(
     ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
 ) -> zmq.Socket:
-    """A socket with bounded queues that never lingers on close."""
+    """A socket with bounded queues that never lingers on close, bound or connected.
+
+    A connecting PUSH socket queues messages only for a completed connection
+    (``ZMQ_IMMEDIATE``): while its peer is not up yet, or gone, sending waits instead of
+    filling a queue that a close would then throw away. Receiving sockets keep the
+    default, because with it libzmq discards the messages they have not yet read when
+    the sender disconnects.
+    """
+    sock = _bounded_socket(ctx, kind, hwm)
+    _attach(sock, kind, endpoint, bind)
+    return sock
+
+
+def open_sender(
+    ctx: zmq.Context, endpoint: str, bind: bool, hwm: int
+) -> tuple[zmq.Socket, PeerWatch]:
+    """A PUSH socket as :func:`open_socket` makes it, with its peers watched from the
+    start (see :class:`PeerWatch`)."""
+    sock = _bounded_socket(ctx, zmq.PUSH, hwm)
+    watch = PeerWatch(sock)
+    _attach(sock, zmq.PUSH, endpoint, bind)
+    return sock, watch
+
+
+def _bounded_socket(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    return sock
+
+
+def _attach(sock: zmq.Socket, kind: int, endpoint: str, bind: bool) -> None:
     if bind:
         sock.bind(endpoint)
-    else:
-        sock.connect(endpoint)
-    return sock
+        return
+    if kind == zmq.PUSH:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.connect(endpoint)
 
 
 def receive(
@@ -157,17 +187,59 @@ class Liveness:
         return True
 
 
-def close_all(ctx: zmq.Context, sockets: list[zmq.Socket], linger_ms: int = 0) -> None:
-    """Close the sockets and the context. After a clean end of stream pass a linger so
-    that queued messages (the end-of-stream itself) still leave; 0 drops them."""
+def close_all(ctx: zmq.Context, sockets: list[zmq.Socket]) -> None:
+    """Close the sockets, dropping whatever is still queued, and the context. A sender
+    waits for its peers to hang up (:func:`wait_for_hangup`) before it calls this."""
     for sock in sockets:
-        sock.close(linger=linger_ms)
+        sock.close(linger=0)
     ctx.term()
 
 
-def drain_linger_ms(hb_interval_s: float, liveness: int) -> int:
-    """How long a clean shutdown waits for queued messages to leave."""
-    return int(1000 * hb_interval_s * liveness)
+class PeerWatch:
+    """The live connections of one socket, followed through a libzmq socket monitor.
+
+    A sender that has sent its end of stream waits until its peers hang up
+    (:func:`wait_for_hangup`) before it closes: its peer closes only after reading the end
+    of stream, whereas a sender that exits at once can lose the tail of the stream (over
+    ``ipc://`` libzmq discards what a reader throttled by its high-water mark has not
+    read yet when the writer goes away).
+    """
+
+    EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.monitor = sock.get_monitor_socket(self.EVENTS)
+        self.peers = 0
+
+    def update(self) -> None:
+        """Count the connection events that arrived since the last call."""
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            self.peers += -1 if event == zmq.EVENT_DISCONNECTED else 1
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+
+
+def wait_for_hangup(
+    watches: list[PeerWatch], timeout_s: float, stop: StopFlag | None = None
+) -> bool:
+    """Wait until every watched socket has no peer left; False after ``timeout_s``
+    seconds or a stop request."""
+    deadline = time.monotonic() + timeout_s
+    poller = zmq.Poller()
+    for watch in watches:
+        poller.register(watch.monitor, zmq.POLLIN)
+    while True:
+        for watch in watches:
+            watch.update()
+        if all(watch.peers <= 0 for watch in watches):
+            return True
+        if (stop is not None and stop.is_set) or time.monotonic() > deadline:
+            return False
+        poller.poll(POLL_SLICE_MS)
 
 
 def process_threads(configured: int) -> int:

@@ -148,6 +148,35 @@ def start(module: str, cfg, tmp: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_late_peers_lose_nothing(
+    tmp_path: Path, tiny_checkpoint: Path, transport: str
+) -> None:
+    """The transmitter starts first and could send everything before the channel and
+    the receiver exist; it must wait for them instead of queueing and then dropping."""
+    cfg = link_config(
+        tmp_path,
+        tiny_checkpoint,
+        "link.frames=3",
+        *endpoint_overrides(transport, tmp_path),
+    )
+    procs = [start("transmitter", cfg, tmp_path)]
+    try:
+        time.sleep(4.0)
+        assert procs[0].poll() is None, "the transmitter ended before its peers started"
+        procs += [start(m, cfg, tmp_path) for m in ("channel_sim", "receiver")]
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames_sent"] == summary["frames_received"] == 3
+    assert summary["frames_lost"] == 0
+
+
 def garbage_frames(max_bytes: int) -> list[bytes]:
     """Random bytes, a truncated frame, an oversized one, another version, bad content."""
     valid = encode_message(Message(type="data", seq=1, view=0))

@@ -20,10 +20,10 @@ from shared.model.energy import EnergyMeter
 from shared.process import (
     StopFlag,
     close_all,
-    drain_linger_ms,
-    open_socket,
+    open_sender,
     run_process,
     send,
+    wait_for_hangup,
 )
 from shared.protocol import eos_message, latent_message, reference_message
 from transmitter.source import count_frames, frames
@@ -35,11 +35,10 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, model_cfg = load_model(cfg.link.model)
     total = count_frames(cfg)
     ctx = zmq.Context()
-    data = open_socket(ctx, zmq.PUSH, cfg.link.channel_in, bind=False, hwm=cfg.link.hwm)
-    ref = open_socket(ctx, zmq.PUSH, cfg.link.reference, bind=False, hwm=cfg.link.hwm)
+    data, data_peers = open_sender(ctx, cfg.link.channel_in, False, cfg.link.hwm)
+    ref, ref_peers = open_sender(ctx, cfg.link.reference, False, cfg.link.hwm)
     mode, steps = model_cfg.model.latent, model_cfg.model.time_steps
     seq, t_start = 0, time.monotonic()
-    linger_ms = 0
     try:
         passes = 0
         while not stop.is_set and (cfg.link.repeat == 0 or passes < cfg.link.repeat):
@@ -91,10 +90,16 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
         sent = seq
         if stop.is_set:
             log.info("stopping (%s) after %d frames", stop.reason, sent)
+        # The end of stream goes out even after a stop request, with a short patience;
+        # otherwise a stop request cuts the wait for slow peers short.
+        stopped = stop.is_set
         patience = cfg.link.hb_interval_s * cfg.link.liveness
+        if not stopped:
+            patience = cfg.link.idle_timeout_s
+        interrupt = None if stopped else stop
         for sock in (data, ref):
             if not send(
-                sock, eos_message(cfg.link.stream, sent), None, timeout_s=patience
+                sock, eos_message(cfg.link.stream, sent), interrupt, timeout_s=patience
             ):
                 log.warning(
                     "end of stream could not be delivered within %.1f s", patience
@@ -105,10 +110,15 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
             total,
             time.monotonic() - t_start,
         )
-        linger_ms = drain_linger_ms(cfg.link.hb_interval_s, cfg.link.liveness)
+        if not wait_for_hangup([data_peers, ref_peers], patience, interrupt):
+            log.warning(
+                "the channel or the receiver was still connected after %.1f s", patience
+            )
         return 0
     finally:
-        close_all(ctx, [data, ref], linger_ms)
+        data_peers.close()
+        ref_peers.close()
+        close_all(ctx, [data, ref])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,14 +100,30 @@ class LinkRun:
                     print(text, file=sys.stderr, flush=True)
 
     def wait(self, controller: Callable[[str], None] | None = None) -> int:
-        """Wait for all three; a failed process stops the others. Returns the status."""
+        """Wait for all three; a failed process stops the others. Returns the status.
+
+        Once the transmitter has finished, the others get ``link.idle_timeout_s`` to see
+        the end of stream; after that the run is stopped as failed, not left hanging.
+        """
         if controller is not None:
             threading.Thread(
                 target=self._control, args=(controller,), daemon=True
             ).start()
+        tx_done_at: float | None = None
         while True:
             codes = {tag: p.poll() for tag, p in self.children.items()}
             failed = {t: c for t, c in codes.items() if c not in (None, 0)}
+            if codes["tx"] == 0 and tx_done_at is None:
+                tx_done_at = time.monotonic()
+            overdue = (
+                tx_done_at is not None
+                and time.monotonic() - tx_done_at > self.cfg.link.idle_timeout_s
+            )
+            if overdue and not self.error:
+                self.error = (
+                    "the end of stream did not pass through within "
+                    f"{self.cfg.link.idle_timeout_s:.0f} s of the transmitter's end"
+                )
             if failed or self.error:
                 reason = self.error or ", ".join(
                     f"{t} exited with {c}" for t, c in failed.items()

@@ -92,6 +92,7 @@ def _batch_snr(cfg: Config, runtime: Runtime, step: int, batch: int) -> torch.Te
 
 
 def _checkpoint(
+    commit: str,
     model: StereoJSCC,
     optimizer: torch.optim.Optimizer,
     cfg: Config,
@@ -107,7 +108,7 @@ def _checkpoint(
         "step": step,
         "best_metric": best,
         "metrics": metrics,
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
 
 
@@ -197,9 +198,12 @@ def train(
         dynamic_ncols=True,
     )
 
+    commit = git_commit()  # the code this run started with, not HEAD at save time
+
     def save(name: str) -> None:
         save_checkpoint(
-            out_dir / name, _checkpoint(model, optimizer, cfg, step, best, metrics)
+            out_dir / name,
+            _checkpoint(commit, model, optimizer, cfg, step, best, metrics),
         )
 
     for step, batch in zip(range(start, tc.steps), loader):

@@ -40,21 +40,13 @@ def plot_quality(
     fig, axes = plt.subplots(
         1, len(channels), figsize=(5.2 * len(channels), 4.2), squeeze=False, sharey=True
     )
+    groups = _group_ranges(train_ranges)
     for ax, channel in zip(axes[0], channels):
-        for (lo, hi), names in _group_ranges(train_ranges).items():
+        for (lo, hi), _ in groups.items():
             if lo == hi:
                 ax.axvline(lo, color="0.6", linestyle=":", linewidth=1.2)
             else:
                 ax.axvspan(lo, hi, color="0.9", zorder=0)
-            ax.text(
-                lo,
-                0.02,
-                f" trained: {', '.join(names)}",
-                transform=ax.get_xaxis_transform(),
-                fontsize=7,
-                color="0.35",
-                va="bottom",
-            )
         for i, system in enumerate(systems):
             rows = sorted(
                 (
@@ -81,6 +73,7 @@ def plot_quality(
         ax.set_title(f"{channel} ({rows[0]['csi'] if rows else ''} CSI)", fontsize=10)
         ax.set_xlabel("channel SNR, Es/N0 (dB)")
         ax.grid(True, alpha=0.3)
+    _label_train_ranges(axes[0], groups)
     axes[0][0].set_ylabel(f"{label}, mean of both views")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(
@@ -95,6 +88,36 @@ def plot_quality(
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _label_train_ranges(
+    axes: Sequence[Any], groups: dict[tuple[float, float], list[str]]
+) -> None:
+    """One line of text per training range, each in its own row of a band that the
+    y-axis leaves free above the data, so labels overlap neither each other nor a curve.
+    A label reads rightwards from its range, or leftwards from a range in the right half.
+    """
+    row = 0.065
+    band = row * len(groups) + 0.02
+    low, high = axes[0].get_ylim()
+    ticks = [t for t in axes[0].get_yticks() if low <= t <= high]
+    axes[0].set_ylim(low, high + (high - low) * band / (1 - band))
+    axes[0].set_yticks(ticks)  # no tick in the band: MS-SSIM never reads above 1
+    for ax in axes:
+        left, right = ax.get_xlim()
+        for i, ((lo, hi), names) in enumerate(groups.items()):
+            rightwards = lo < (left + right) / 2
+            ax.text(
+                lo if rightwards else hi,
+                1 - 0.02 - row * i,
+                f" trained: {', '.join(names)} ",
+                transform=ax.get_xaxis_transform(),
+                fontsize=7,
+                color="0.35",
+                va="top",
+                ha="left" if rightwards else "right",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+            )
 
 
 def _group_ranges(

@@ -1,9 +1,11 @@
 """Quality against channel SNR: models through the real link or in one process, and the
 separation baselines, as records of one shape.
 
-A sweep visits ``points`` = (channel, SNR) pairs. Frame ``i`` of point ``p`` carries the
-sequence number ``p * N + i`` (``N`` frames per point) in both modes, so the channel draws
-the same noise for it through the link and in process, and the two modes agree.
+A sweep visits ``points`` = (channel, SNR) pairs. Each point streams the frames
+``passes`` times, and frame ``i`` of point ``p`` carries the sequence number ``p * N + i``
+(``N`` = frames x passes per point) in both modes, so the channel draws the same noise and
+fading for it through the link and in process, and the two modes agree. Every pass draws
+new noise and fading, so more passes give smoother curves under block fading.
 """
 
 from __future__ import annotations
@@ -33,12 +35,19 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What to sweep: (channel, SNR) points, CSI, channel seed, frames per point."""
+    """What to sweep: (channel, SNR) points, CSI, channel seed, frames of the source,
+    passes over them per point."""
 
     points: tuple[Point, ...]
     csi: str
     seed: int
     frames: int
+    passes: int = 1
+
+    @property
+    def per_point(self) -> int:
+        """Frames sent at each point."""
+        return self.frames * self.passes
 
 
 def system_name(path: str | Path) -> str:
@@ -74,10 +83,11 @@ def _record(
     }
 
 
-def renumbered(frames: Sequence[Frame], point: int) -> list[Frame]:
-    """The frames of point ``point`` with their link sequence numbers."""
-    n = len(frames)
-    return [Frame(point * n + i, f.name, f.left, f.right) for i, f in enumerate(frames)]
+def renumbered(frames: Sequence[Frame], point: int, passes: int) -> list[Frame]:
+    """The frames of point ``point``, ``passes`` times, with their link sequence numbers."""
+    stream = list(frames) * passes
+    n = len(stream)
+    return [Frame(point * n + i, f.name, f.left, f.right) for i, f in enumerate(stream)]
 
 
 def sweep_in_process(
@@ -93,7 +103,9 @@ def sweep_in_process(
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
         channel = WirelessChannel(kind, signalling_for(model.cfg.latent), csi=spec.csi)
-        result = evaluate(model, renumbered(frames, p), [snr_db], channel, spec.seed)[0]
+        result = evaluate(
+            model, renumbered(frames, p, spec.passes), [snr_db], channel, spec.seed
+        )[0]
         metrics = {"psnr": result["psnr_db"], "ms_ssim": result["ms_ssim"]}
         out.append(
             _record(
@@ -104,7 +116,7 @@ def sweep_in_process(
                 snr_db,
                 metrics,
                 uses,
-                len(frames),
+                spec.per_point,
                 result["energy_pj_per_frame"],
                 result["firing_rate"],
             )
@@ -123,7 +135,8 @@ def link_config(
     image_size: tuple[int, int],
     images: bool = False,
 ) -> Config:
-    """Link settings for one model: every point is one pass over the frames."""
+    """Link settings for one model: every point is ``spec.passes`` passes over the
+    frames."""
     first_channel, first_snr = spec.points[0]
     return load_config(
         None,
@@ -132,7 +145,7 @@ def link_config(
             f"link.source={data}",
             f"link.source_root={root or ''}",
             f"link.frames={spec.frames}",
-            f"link.repeat={len(spec.points)}",
+            f"link.repeat={len(spec.points) * spec.passes}",
             f"link.out_dir={out_dir}",
             f"link.save_png={str(images).lower()}",
             f"link.save_grid={str(images).lower()}",
@@ -159,14 +172,14 @@ def schedule_controller(
                     channel=kind,
                     snr_db=snr_db,
                     csi=spec.csi,
-                    from_seq=p * spec.frames,
+                    from_seq=p * spec.per_point,
                 )
-        total, reported = len(spec.points) * spec.frames, 0
+        total, reported = len(spec.points) * spec.per_point, 0
         while reported < total:
             lines = (
                 len(frames_path.read_text().splitlines()) if frames_path.exists() else 0
             )
-            done = lines // spec.frames
+            done = lines // spec.per_point
             if done > reported:
                 progress(done - reported)
                 reported = done
@@ -187,7 +200,7 @@ def records_from_link(
     }
     out = []
     for p, (channel, snr_db) in enumerate(spec.points):
-        seqs = range(p * spec.frames, (p + 1) * spec.frames)
+        seqs = range(p * spec.per_point, (p + 1) * spec.per_point)
         group = [r for r in per_frame if r["seq"] in seqs]
         wrong = [
             r["seq"] for r in group if (r["channel"], r["snr_db"]) != (channel, snr_db)
@@ -215,7 +228,7 @@ def records_from_link(
             energy,
             rate,
         )
-        record["frames_lost"] = spec.frames - len(group)
+        record["frames_lost"] = spec.per_point - len(group)
         record["fps"] = summary["fps"]
         record["per_frame"] = group
         out.append(record)
@@ -265,7 +278,7 @@ def sweep_baseline(
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
         per_frame = []
-        for frame in renumbered(frames, p):
+        for frame in renumbered(frames, p, spec.passes):
             recon = {}
             for view, side in ((0, "left"), (1, "right")):
                 snr_view = instantaneous_snr_db(
@@ -290,7 +303,7 @@ def sweep_baseline(
             snr_db,
             summarise(per_frame),
             uses,
-            len(frames),
+            spec.per_point,
             None,
             None,
         )

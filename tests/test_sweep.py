@@ -83,19 +83,15 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
         limit=2,
     )
     spec = SweepSpec(
-        (("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames)
+        (("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames), passes=2
     )
     direct = sweep_in_process(model, "tiny", frames, spec)
     linked = sweep_link(
-        str(tiny_checkpoint),
-        str(SAMPLES / "stereo"),
-        None,
-        SweepSpec(spec.points, spec.csi, spec.seed, 2),
-        tmp_path,
+        str(tiny_checkpoint), str(SAMPLES / "stereo"), None, spec, tmp_path
     )
     for a, b in zip(direct, linked):
         assert (a["channel"], a["snr_db"]) == (b["channel"], b["snr_db"])
-        assert b["frames_lost"] == 0
+        assert a["frames"] == b["frames"] == 4 and b["frames_lost"] == 0
         for side in ("left", "right", "mean"):
             assert abs(a["psnr_db"][side] - b["psnr_db"][side]) < 1e-4
 
@@ -136,16 +132,8 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
     assert csv_lines[0].startswith("system,kind,channel,csi,snr_db,psnr_left")
     assert len(csv_lines) == 9
     assert "| awgn | tiny |" in (tmp_path / "report.md").read_text()
-    assert (
-        sweep_main(
-            [
-                "--model",
-                str(tiny_checkpoint),
-                "--baselines",
-                "png",
-                "--out",
-                str(tmp_path),
-            ]
+    for bad in (["--baselines", "png"], ["--passes", "0"]):
+        assert (
+            sweep_main(["--model", str(tiny_checkpoint), *bad, "--out", str(tmp_path)])
+            == 1
         )
-        == 1
-    )

@@ -1,7 +1,7 @@
 """``spikelink sweep``: quality against channel SNR for models and separation baselines.
 
 For each model the real three-process link is started once and the channel's SNR (and
-channel type) is moved through its control socket, one pass over the frames per point
+channel type) is moved through its control socket, ``--passes`` over the frames per point
 (``--mode link``, the default); ``--mode inprocess`` computes the same numbers in one
 process. Baselines code each view with JPEG / JPEG 2000 / WebP at the channel's capacity.
 Writes ``sweep.json``, ``sweep.csv``, ``psnr.png``, ``msssim.png``, ``energy.png``,
@@ -89,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="jpeg,jpeg2000,webp",
         help=f"comma-separated codecs from {', '.join(CODECS)}, or 'none'",
     )
-    p.add_argument("--frames", type=int, default=0, help="pairs per point (0 = all)")
+    p.add_argument("--frames", type=int, default=0, help="pairs per pass (0 = all)")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="passes over the pairs per point, each with new noise and fading draws",
+    )
     p.add_argument("--mode", choices=["link", "inprocess"], default="link")
     p.add_argument("--seed", type=int, default=0, help="channel seed")
     p.add_argument("--out", default="runs/sweep", help="output folder")
@@ -160,8 +166,9 @@ def write_report(
         "",
         f"Command: `spikelink sweep {shlex.join(args.argv)}`",
         "",
-        f"- data: `{args.data}`, {frames} stereo pairs per point, evaluation crop "
-        f"{size[0]}x{size[1]}; mode: {args.mode}; CSI: {args.csi}; channel seed {args.seed}",
+        f"- data: `{args.data}`, {frames} stereo pairs x {args.passes} passes per point "
+        f"(new noise and fading each pass), evaluation crop {size[0]}x{size[1]}; mode: "
+        f"{args.mode}; CSI: {args.csi}; channel seed {args.seed}",
         f"- channel uses per view n = {first['channel_uses']}, source values k = "
         f"{first['source_values']}, rho = n/k = {first['rho']:.5f}",
         "- SNR is Es/N0 per complex symbol; PSNR and MS-SSIM (win 7) are the mean over "
@@ -196,6 +203,8 @@ def write_report(
 
 
 def run_sweep(args: argparse.Namespace) -> Path:
+    if args.passes < 1:
+        raise ValueError(f"--passes: got {args.passes}; allowed: 1 or more")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = {system_name(m): load_model(m) for m in args.model}
@@ -223,6 +232,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
         args.csi,
         args.seed,
         len(frames),
+        args.passes,
     )
     first_model = next(iter(models.values()))[0]
     uses = first_model.channel_uses(height, width)

@@ -19,7 +19,7 @@ from conftest import REPO, raw_frame, valid_header
 from channel_sim.settings import describe
 from shared.channel import WirelessChannel, generator_for
 from shared.channel.modulation import channel_input_from_latent
-from shared.commands.link import endpoint_overrides, run_link
+from shared.commands.link import LinkRun, endpoint_overrides, run_link
 from shared.config import dump_config, load_config
 from shared.control import ControlClient, ControlError
 from shared.data.synthesis import synthetic_stereo
@@ -175,6 +175,24 @@ def test_late_peers_lose_nothing(
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["frames_sent"] == summary["frames_received"] == 3
     assert summary["frames_lost"] == 0
+
+
+def test_launcher_stops_a_run_whose_end_of_stream_never_arrives(
+    tmp_path: Path,
+) -> None:
+    """A transmitter that ended while the others wait on forever must not hang the run."""
+    cfg = load_config("tiny", ["link.idle_timeout_s=1", f"link.out_dir={tmp_path}"])
+    run = LinkRun(cfg, quiet=True)
+    run.children = {
+        "rx": subprocess.Popen(["sleep", "60"]),
+        "ch": subprocess.Popen(["sleep", "60"]),
+        "tx": subprocess.Popen(["true"]),
+    }
+    t0 = time.monotonic()
+    assert run.wait() == 1
+    assert time.monotonic() - t0 < 20
+    assert "end of stream did not pass through" in run.error
+    assert all(proc.poll() is not None for proc in run.children.values())
 
 
 def garbage_frames(max_bytes: int) -> list[bytes]:

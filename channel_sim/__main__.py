@@ -143,8 +143,7 @@ class ChannelProcess:
                         push.send(encode_message(heartbeat(link.stream)))
                     last_out = time.monotonic()
         finally:
-            receivers.close()
-            close_all(ctx, [pull, push, rep])
+            close_all(ctx, [pull, push, rep], [receivers])
         self.log.info(
             "done (%s): %s", self.stop.reason or "end of stream", self.stats()
         )

@@ -42,7 +42,7 @@ def plot_quality(
     )
     groups = _group_ranges(train_ranges)
     for ax, channel in zip(axes[0], channels):
-        for (lo, hi), _ in groups.items():
+        for lo, hi in groups:
             if lo == hi:
                 ax.axvline(lo, color="0.6", linestyle=":", linewidth=1.2)
             else:

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import zmq
@@ -94,7 +94,7 @@ def open_socket(
     the sender disconnects.
     """
     sock = _bounded_socket(ctx, kind, hwm)
-    _attach(sock, kind, endpoint, bind)
+    _attach(sock, endpoint, bind)
     return sock
 
 
@@ -105,7 +105,7 @@ def open_sender(
     start (see :class:`PeerWatch`)."""
     sock = _bounded_socket(ctx, zmq.PUSH, hwm)
     watch = PeerWatch(sock)
-    _attach(sock, zmq.PUSH, endpoint, bind)
+    _attach(sock, endpoint, bind)
     return sock, watch
 
 
@@ -119,11 +119,11 @@ def _bounded_socket(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
     return sock
 
 
-def _attach(sock: zmq.Socket, kind: int, endpoint: str, bind: bool) -> None:
+def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
     if bind:
         sock.bind(endpoint)
         return
-    if kind == zmq.PUSH:
+    if sock.type == zmq.PUSH:
         sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.connect(endpoint)
 
@@ -187,9 +187,16 @@ class Liveness:
         return True
 
 
-def close_all(ctx: zmq.Context, sockets: list[zmq.Socket]) -> None:
-    """Close the sockets, dropping whatever is still queued, and the context. A sender
-    waits for its peers to hang up (:func:`wait_for_hangup`) before it calls this."""
+def close_all(
+    ctx: zmq.Context,
+    sockets: list[zmq.Socket],
+    watches: Sequence[PeerWatch] = (),
+) -> None:
+    """Close the monitors of ``watches``, the sockets (dropping whatever is still
+    queued) and the context. A sender waits for its peers to hang up
+    (:func:`wait_for_hangup`) before it calls this."""
+    for watch in watches:
+        watch.close()
     for sock in sockets:
         sock.close(linger=0)
     ctx.term()

@@ -88,15 +88,11 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
                         time.sleep(delay)
             passes += 1
         sent = seq
-        if stop.is_set:
+        if stop.is_set:  # the end of stream still goes out, with a short patience
             log.info("stopping (%s) after %d frames", stop.reason, sent)
-        # The end of stream goes out even after a stop request, with a short patience;
-        # otherwise a stop request cuts the wait for slow peers short.
-        stopped = stop.is_set
-        patience = cfg.link.hb_interval_s * cfg.link.liveness
-        if not stopped:
-            patience = cfg.link.idle_timeout_s
-        interrupt = None if stopped else stop
+            patience, interrupt = cfg.link.hb_interval_s * cfg.link.liveness, None
+        else:  # a stop request cuts the wait for slow peers short
+            patience, interrupt = cfg.link.idle_timeout_s, stop
         for sock in (data, ref):
             if not send(
                 sock, eos_message(cfg.link.stream, sent), interrupt, timeout_s=patience
@@ -116,9 +112,7 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
             )
         return 0
     finally:
-        data_peers.close()
-        ref_peers.close()
-        close_all(ctx, [data, ref])
+        close_all(ctx, [data, ref], [data_peers, ref_peers])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,8 +34,9 @@ class Frame:
 def transmit_view(
     channel: WirelessChannel, x: Tensor, snr_db: float, seed: int, seq: int, view: int
 ) -> tuple[Tensor, Tensor | None]:
-    """One view's block through the channel: ``x [1, L]`` to (soft ``[1, L]``, SNR known)."""
-    snr = torch.tensor([float(snr_db)])
+    """One view's block through the channel: ``x [1, L]`` to (soft ``[1, L]``, SNR known),
+    on the device of ``x``."""
+    snr = torch.tensor([float(snr_db)], device=x.device)
     use = channel.propagate(channel.transmit(x), snr, generator_for(seed, seq, view))
     return channel.receive(use), channel.snr_known_db(snr, use)
 
@@ -111,9 +112,13 @@ def evaluate(
     Output records hold ``snr_db``, ``psnr_db``/``ms_ssim`` (``left``, ``right``, ``mean``
     and standard errors), ``firing_rate`` (mean over layers and frames), ``energy`` (per
     frame: SNN pJ and the CNN twin's pJ), ``frames`` (per-frame values) and ``pairs``.
+    The frames are moved to the model's device (a trainer validating on a GPU).
     """
     model.eval()
-    frames = list(frames)
+    device = next(model.parameters()).device
+    frames = [
+        Frame(f.index, f.name, f.left.to(device), f.right.to(device)) for f in frames
+    ]
     encoder_meter = EnergyMeter(model)
     with encoder_meter if measure_energy else nullcontext():
         latents = [model.encode(f.left[None], f.right[None])["latent"] for f in frames]

@@ -1,0 +1,98 @@
+"""The GPU-lease helpers: the training-data pack and the side-by-side deadline trainer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, SAMPLES, write_image
+from PIL import Image
+
+from shared.config import DataConfig
+from shared.data.datasets import TrainBatches, training_sources
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_pack_re_encodes_thins_and_lists_the_training_pairs(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for i in range(4):
+        write_image(root / f"mono/set/{i}.png", 40, 60, seed=i)
+    write_image(root / "kodak/k.jpg", 40, 60, seed=9)
+    for name in ("a", "b"):
+        write_image(root / f"stereo/{name}/left.png", 40, 60, seed=1)
+        write_image(root / f"stereo/{name}/right.png", 40, 60, seed=2)
+    split = tmp_path / "val.txt"
+    split.write_text("stereo/b\n")
+    out = tmp_path / "pack"
+    done = _script(
+        "pack_training_data.py",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--val-split",
+        str(split),
+        "--keep",
+        "mono/set=2",
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "mono/set").iterdir()) == ["0.jpg", "2.jpg"]
+    assert (out / "kodak/k.jpg").read_bytes() == (root / "kodak/k.jpg").read_bytes()
+    with Image.open(out / "mono/set/0.jpg") as img:
+        assert img.format == "JPEG" and img.size == (60, 40)
+    cfg = DataConfig(
+        root=str(out),
+        stereo=(),
+        mono=("mono", "kodak"),
+        train_split=str(out / "train_pairs.txt"),
+        crop_height=16,
+        crop_width=32,
+    )
+    pairs, mono = training_sources(cfg)
+    assert [p.left.parent.name for p in pairs] == ["a"] and len(mono) == 3
+    assert TrainBatches(pairs, mono, cfg, 2, 0)[0]["left"].shape == (2, 3, 16, 32)
+
+    again = _script("pack_training_data.py", "--root", str(root), "--out", str(out))
+    assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_side_by_side_runs_are_sized_to_the_deadline(tmp_path: Path) -> None:
+    common = (
+        f"--config tiny --set data.root={SAMPLES} --set data.stereo=[stereo] "
+        "--set data.val_split= --set train.log_every=1"
+    )
+    done = _script(
+        "train_side_by_side.py",
+        "--out",
+        str(tmp_path),
+        "--deadline-s",
+        "40",
+        "--restart-s",
+        "5",
+        "--probe-minutes",
+        "0.1",
+        "--common",
+        common,
+        "--run",
+        "snn=--set train.seed=1",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())["runs"]["snn"]
+    assert summary["probe_exit"] == 0 and summary["main_exit"] == 0, summary
+    assert summary["probe_steps_per_s"] > 0, summary
+    # The main phase ends at its step count, or at its time limit on a loaded machine.
+    assert summary["steps"] >= summary["final_step"] > summary["probe_step"] > 0, (
+        summary
+    )
+    assert (tmp_path / "snn" / "model.pt").exists()

@@ -39,12 +39,22 @@ PROBE_SETS = ("train.steps=100000000", "train.val_every=100000000")
 WARM_RECORDS = 1
 
 
+def _sets(settings: list[str]) -> list[str]:
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
 def _launch(out: Path, name: str, args: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "trainer", "--out", str(out / name), *args]
-    log = open(out / f"{name}.log", "a")
-    log.write(shlex.join(cmd) + "\n")
-    log.flush()
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    with open(out / f"{name}.log", "a") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _saved_step(out: Path, name: str) -> int:
+    """The step of the run's ``last.pt`` (0 when there is none)."""
+    path = out / name / "last.pt"
+    return load_checkpoint(path)["step"] if path.exists() else 0
 
 
 def _records(out: Path, name: str, kind: str) -> list[dict]:
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     probe_sets = [*PROBE_SETS, f"train.max_minutes={args.probe_minutes}"]
     probes = {
-        name: _launch(out, name, [*run, *(a for s in probe_sets for a in ("--set", s))])
+        name: _launch(out, name, [*run, *_sets(probe_sets)])
         for name, run in runs.items()
     }
     summary: dict[str, dict] = {
@@ -103,33 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     mains = {}
     for name, record in summary.items():
         rate, step = steps_per_second(_records(out, name, "train"))
-        if step == 0 and (out / name / "last.pt").exists():
-            step = load_checkpoint(out / name / "last.pt")["step"]
+        if step == 0:  # too slow to log: the probe's own step count over its minutes
+            step = _saved_step(out, name)
             rate = step / (60.0 * args.probe_minutes)
         steps = step + int(rate * left_s)
         record.update(probe_steps_per_s=rate, probe_step=step, steps=steps)
         if record["probe_exit"] != 0 or rate <= 0 or left_s <= 0:
             continue
-        sets = (
+        sets = [
             f"train.steps={steps}",
             f"train.val_every={max((steps - step) // 3, 1)}",
             f"train.max_minutes={(left_s + args.restart_s / 2) / 60.0:.3f}",
-        )
-        mains[name] = _launch(
-            out,
-            name,
-            [
-                "--resume",
-                str(out / name / "last.pt"),
-                *(a for s in sets for a in ("--set", s)),
-            ],
-        )
+        ]
+        resume = ["--resume", str(out / name / "last.pt")]
+        mains[name] = _launch(out, name, [*resume, *_sets(sets)])
     for name, proc in mains.items():
         record = summary[name]
         record["main_exit"] = proc.wait()
-        record["steps_per_s"], record["final_step"] = steps_per_second(
-            _records(out, name, "train")
-        )
+        record["steps_per_s"] = steps_per_second(_records(out, name, "train"))[0]
+        record["final_step"] = _saved_step(out, name)
         record["val"] = [
             {
                 "step": v["step"],

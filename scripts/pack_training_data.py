@@ -25,13 +25,8 @@ from pathlib import Path
 from PIL import Image
 
 from shared.config import load_config
-from shared.data.pairs import (
-    StereoPair,
-    exclude_pairs,
-    find_images,
-    find_pairs,
-    read_split,
-)
+from shared.data.datasets import training_sources
+from shared.data.pairs import StereoPair
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
@@ -66,19 +61,18 @@ def _parse_keep(items: list[str]) -> dict[str, int]:
 
 
 def pack_mono(
-    root: Path, out: Path, folders: list[str], keep: dict[str, int], quality: int
+    root: Path, out: Path, photos: list[Path], keep: dict[str, int], quality: int
 ) -> int:
-    """Copy or re-encode the mono photos of ``folders``; returns the number packed."""
+    """Copy or re-encode the mono photos, thinned per folder; returns the number packed."""
+    by_dir: dict[Path, list[Path]] = {}
+    for path in photos:
+        by_dir.setdefault(path.parent, []).append(path)
     count = 0
-    for folder in folders:
-        by_dir: dict[Path, list[Path]] = {}
-        for path in find_images(root / folder):
-            by_dir.setdefault(path.parent, []).append(path)
-        for directory, paths in sorted(by_dir.items()):
-            relative = directory.relative_to(root).as_posix()
-            for path in _evenly_spaced(sorted(paths), keep.get(relative, len(paths))):
-                _write_jpeg(path, out / path.relative_to(root), quality)
-                count += 1
+    for directory, paths in sorted(by_dir.items()):
+        relative = directory.relative_to(root).as_posix()
+        for path in _evenly_spaced(sorted(paths), keep.get(relative, len(paths))):
+            _write_jpeg(path, out / path.relative_to(root), quality)
+            count += 1
     return count
 
 
@@ -111,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.quality <= 95:
         raise SystemExit(f"error: --quality must be in 1..95, got {args.quality}")
     root, out = Path(args.root), Path(args.out)
-    data = load_config(args.config, [f"data.root={root}"]).data
+    overrides = [f"data.root={root}"]
+    if args.val_split:
+        overrides.append(f"data.val_split={args.val_split}")
     if out.exists():
         raise SystemExit(f"error: {out} exists; remove it or name another folder")
-    pairs = [p for d in data.stereo for p in find_pairs(root / d, data.layout)]
-    pairs = exclude_pairs(pairs, read_split(args.val_split or data.val_split, root))
-    mono_count = pack_mono(root, out, data.mono, _parse_keep(args.keep), args.quality)
+    pairs, mono = training_sources(load_config(args.config, overrides).data)
+    mono_count = pack_mono(root, out, mono, _parse_keep(args.keep), args.quality)
     lines = pack_pairs(root, out, pairs, args.quality)
     (out / "train_pairs.txt").write_text(
         "# Training stereo pairs of the pack, relative to the pack folder.\n"

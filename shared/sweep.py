@@ -159,12 +159,11 @@ def link_config(
     )
 
 
-def schedule_controller(
-    spec: SweepSpec, frames_path: Path, progress: Progress
-) -> Callable[[str], None]:
-    """Sets the channel of each pass through the control socket, then reports progress."""
+def schedule_points(spec: SweepSpec) -> Callable[[str], None]:
+    """Schedules the channel of every point after the first through the control socket
+    (the link's set-up, before the transmitter sends its first frame)."""
 
-    def control(endpoint: str) -> None:
+    def schedule(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
             for p, (kind, snr_db) in enumerate(spec.points[1:], start=1):
                 client.request(
@@ -174,6 +173,16 @@ def schedule_controller(
                     csi=spec.csi,
                     from_seq=p * spec.per_point,
                 )
+
+    return schedule
+
+
+def progress_monitor(
+    spec: SweepSpec, frames_path: Path, progress: Progress
+) -> Callable[[str], None]:
+    """Reports each point once the receiver has recorded all its frames."""
+
+    def monitor(endpoint: str) -> None:
         total, reported = len(spec.points) * spec.per_point, 0
         while reported < total:
             lines = (
@@ -185,7 +194,7 @@ def schedule_controller(
                 reported = done
             time.sleep(0.2)
 
-    return control
+    return monitor
 
 
 def records_from_link(
@@ -253,7 +262,8 @@ def sweep_link(
     result = run_link(
         link_cfg,
         quiet=True,
-        controller=schedule_controller(spec, frames_path, progress),
+        controller=progress_monitor(spec, frames_path, progress),
+        setup=schedule_points(spec),
     )
     if result.status != 0 or result.summary is None or not frames_path.exists():
         raise RuntimeError(

@@ -135,6 +135,44 @@ def test_snr_changes_through_the_control_socket(
     assert {row["snr_db"] for row in result.summary["by_setting"]} == {10.0, -5.0, 0.0}
 
 
+def test_setup_settings_hold_from_the_first_frame(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """The set-up runs before the transmitter starts, so an unpaced stream cannot get
+    ahead of it (a sweep schedules all its points this way)."""
+    cfg = link_config(tmp_path, tiny_checkpoint, "link.frames=6", "channel.snr_db=10.0")
+
+    def setup(endpoint: str) -> None:
+        with ControlClient(endpoint) as client:
+            client.request("set", snr_db=-5.0, from_seq=0)
+            client.request("set", snr_db=0.0, from_seq=3)
+
+    result = run_link(cfg, quiet=True, setup=setup)
+    assert result.status == 0
+    snrs = [r["snr_db"] for r in sorted(read_frames(tmp_path), key=lambda r: r["seq"])]
+    assert snrs == [-5.0, -5.0, -5.0, 0.0, 0.0, 0.0]
+
+
+def test_failed_setup_stops_the_run_before_the_transmitter(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    cfg = link_config(tmp_path, tiny_checkpoint, *endpoint_overrides("tcp", tmp_path))
+
+    def setup(endpoint: str) -> None:
+        with ControlClient(endpoint) as client:
+            client.request("set", snr_db="loud")
+
+    run = LinkRun(cfg, quiet=True)
+    try:
+        run.start(setup)
+        assert "tx" not in run.children
+        assert run.error.startswith("set-up failed: channel refused set")
+        assert run.wait() == 1
+    finally:
+        run.close()
+    assert all(proc.poll() is not None for proc in run.children.values())
+
+
 def start(module: str, cfg, tmp: Path) -> subprocess.Popen:
     path = tmp / f"{module}.yaml"
     path.write_text(dump_config(cfg))

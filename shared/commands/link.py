@@ -71,13 +71,21 @@ class LinkRun:
         self.log_lock = threading.Lock()
         self.error: str | None = None
 
-    def start(self) -> None:
+    def start(self, setup: Callable[[str], None] | None = None) -> None:
+        """Start the receiver and the channel, then ``setup`` (called with the channel's
+        control endpoint: settings that must hold from the first frame), then the
+        transmitter. A failed ``setup`` is recorded in ``error`` and the transmitter is
+        not started; :meth:`wait` then stops the run."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.out_dir / "link_config.yaml"
         config_path.write_text(dump_config(self.cfg))
         self.log_file = open(self.out_dir / "link.log", "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for tag, module in PROCESSES:
+            if tag == "tx" and setup is not None:
+                self._control(setup, "set-up")
+                if self.error:
+                    return
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, "--config", str(config_path)],
                 stdout=subprocess.PIPE,
@@ -107,13 +115,13 @@ class LinkRun:
         """
         if controller is not None:
             threading.Thread(
-                target=self._control, args=(controller,), daemon=True
+                target=self._control, args=(controller, "controller"), daemon=True
             ).start()
         tx_done_at: float | None = None
         while True:
             codes = {tag: p.poll() for tag, p in self.children.items()}
             failed = {t: c for t, c in codes.items() if c not in (None, 0)}
-            if codes["tx"] == 0 and tx_done_at is None:
+            if codes.get("tx") == 0 and tx_done_at is None:
                 tx_done_at = time.monotonic()
             overdue = (
                 tx_done_at is not None
@@ -135,11 +143,11 @@ class LinkRun:
                 return 0
             time.sleep(POLL_S)
 
-    def _control(self, controller: Callable[[str], None]) -> None:
+    def _control(self, controller: Callable[[str], None], role: str) -> None:
         try:
             controller(self.cfg.link.channel_control)
         except Exception as exc:  # reported, and the run is stopped
-            self.error = f"controller failed: {exc}"
+            self.error = f"{role} failed: {exc}"
 
     def stop(self) -> None:
         """SIGINT to every child still running, then SIGKILL after a grace period."""
@@ -167,14 +175,19 @@ def run_link(
     transport: str = "tcp",
     quiet: bool = False,
     controller: Callable[[str], None] | None = None,
+    setup: Callable[[str], None] | None = None,
 ) -> LinkResult:
-    """Run the link once with ``cfg`` on fresh endpoints; returns status and summary."""
+    """Run the link once with ``cfg`` on fresh endpoints; returns status and summary.
+
+    ``setup`` and ``controller`` are called with the channel's control endpoint:
+    ``setup`` before the transmitter starts, ``controller`` in a thread while the link
+    runs (see :meth:`LinkRun.start` and :meth:`LinkRun.wait`)."""
     with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
         cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
         run = LinkRun(cfg, quiet)
         previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
-            run.start()
+            run.start(setup)
             status = run.wait(controller)
         except KeyboardInterrupt:
             print("[link] interrupted: stopping the three processes", file=sys.stderr)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from conftest import REPO, SAMPLES
 
 from shared.config import load_config
@@ -20,6 +22,7 @@ from shared.model.checkpoint import CheckpointError, load_checkpoint, load_model
 from shared.model.registry import build_model
 from trainer import train as train_module
 from trainer.__main__ import main
+from trainer.distributed import Runtime, any_rank
 from trainer.hybrid import init_from_twin
 from trainer.train import TrainingError, _check_silent
 
@@ -151,6 +154,8 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
         "train.steps=4",
         "--set",
         "train.threads=1",
+        "--set",
+        "train.max_minutes=60",
         "--out",
         str(tmp_path),
     ]
@@ -160,6 +165,26 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world 2" in proc.stderr
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
+
+
+def _vote(rank: int, port: int, out_dir: str) -> None:
+    """One rank of a two-process gloo group: rank 1 alone wants to stop, then none."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    runtime = Runtime(rank, 2, torch.device("cpu"), True)
+    votes = [any_rank(runtime, rank == 1), any_rank(runtime, False)]
+    dist.destroy_process_group()
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(votes))
+
+
+def test_a_stop_wanted_by_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    """The time budget must end the loop on all ranks at the same step."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_vote, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

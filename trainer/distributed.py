@@ -45,6 +45,19 @@ def setup(device_choice: str) -> Runtime:
     return Runtime(rank, world, device, True)
 
 
+def any_rank(runtime: Runtime, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (a collective under DDP).
+
+    Decisions that end the loop, such as the time budget, must agree across ranks: a rank
+    that leaves early strands the others in their next gradient all-reduce.
+    """
+    if not runtime.ddp:
+        return flag
+    vote = torch.tensor([float(flag)], device=runtime.device)
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())
+
+
 def teardown(runtime: Runtime) -> None:
     if runtime.ddp and dist.is_initialized():
         dist.destroy_process_group()

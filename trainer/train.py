@@ -31,7 +31,7 @@ from shared.model.checkpoint import (
 )
 from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
-from trainer.distributed import Runtime
+from trainer.distributed import Runtime, any_rank
 from trainer.hybrid import init_from_twin
 from trainer.logs import MetricsLog
 from trainer.loss import stereo_loss
@@ -294,7 +294,9 @@ def train(
                 save("best.pt")
         if runtime.is_main and step % tc.ckpt_every == 0:
             save("last.pt")
-        if tc.max_minutes and time.monotonic() - t_start > 60.0 * tc.max_minutes:
+        if tc.max_minutes and any_rank(
+            runtime, time.monotonic() - t_start > 60.0 * tc.max_minutes
+        ):
             status = "paused"
             break
     bar.close()

@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 import zmq
 
-from channel_sim.settings import ChannelSettings, describe
+from channel_sim.settings import ChannelSettings
 from shared.channel.modulation import channel_input_from_latent, signalling_for
 from shared.channel.rng import generator_for
 from shared.channel.wireless import WirelessChannel
@@ -35,7 +35,14 @@ from shared.process import (
     send,
     wait_for_hangup,
 )
-from shared.protocol import ProtocolError, channel_message, heartbeat, parse_latent
+from shared.protocol import (
+    ProtocolError,
+    channel_message,
+    describe_channel,
+    heartbeat,
+    parse_eos,
+    parse_latent,
+)
 from shared.wire import Message, WireError, decode_message, encode_message
 
 NAME = "channel"
@@ -66,7 +73,9 @@ class ChannelProcess:
             torch.tensor([float(settings.snr_db)]),
             generator_for(settings.seed, msg.seq, msg.view),
         )
-        return channel_message(msg, use, tuple(latent.shape[1:]), describe(settings))
+        return channel_message(
+            msg, use, tuple(latent.shape[1:]), describe_channel(settings)
+        )
 
     def control(self, raw: bytes) -> Message:
         """Reply to one control request."""
@@ -87,8 +96,10 @@ class ChannelProcess:
                 merged = self.settings.change(fields, from_seq)
                 self.counts["control_set"] += 1
                 when = "now" if from_seq is None else f"from frame {from_seq}"
-                self.log.info("settings %s: %s", when, describe(merged))
-                return Message(type="ctrl", meta={"ok": True, **describe(merged)})
+                self.log.info("settings %s: %s", when, describe_channel(merged))
+                return Message(
+                    type="ctrl", meta={"ok": True, **describe_channel(merged)}
+                )
             if cmd == "stats":
                 return Message(type="ctrl", meta={"ok": True, **self.stats()})
             if cmd == "stop":
@@ -105,7 +116,7 @@ class ChannelProcess:
             **{f"count_{k}": v for k, v in self.counts.items()},
             **{f"dropped_{k}": v for k, v in self.drops.counts.items()},
             "dropped": self.drops.total,
-            **describe(self.settings.base),
+            **describe_channel(self.settings.base),
         }
 
     def serve(self) -> int:
@@ -168,9 +179,13 @@ class ChannelProcess:
             self.counts["forwarded"] += sent
             return sent
         if msg.type == "eos":
+            try:
+                frames_sent = parse_eos(msg)
+            except WireError as exc:
+                self.drops.add("channel_in", exc)
+                return False
             self.log.info(
-                "end of stream from the transmitter: %d frames sent",
-                msg.meta.get("frames_sent", -1),
+                "end of stream from the transmitter: %d frames sent", frames_sent
             )
             return send(push, msg, self.stop)
         if msg.type == "ctrl":

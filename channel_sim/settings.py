@@ -7,18 +7,7 @@ import dataclasses
 from typing import Any
 
 from shared.config import ChannelConfig, ConfigError, section_from_dict
-
-#: Control fields and the ChannelConfig keys they set.
-CONTROL_FIELDS = {
-    "snr_db": "snr_db",
-    "channel": "kind",
-    "csi": "csi",
-    "equalizer": "equalizer",
-    "rician_k": "rician_k",
-    "flip_prob": "flip_prob",
-    "erasure_prob": "erasure_prob",
-    "seed": "seed",
-}
+from shared.protocol import CHANNEL_FIELDS
 
 
 class ChannelSettings:
@@ -35,13 +24,13 @@ class ChannelSettings:
 
         Raises ConfigError naming the field when a value is not allowed.
         """
-        unknown = sorted(set(fields) - set(CONTROL_FIELDS))
+        unknown = sorted(set(fields) - set(CHANNEL_FIELDS))
         if unknown:
             raise ConfigError(
                 f"control field '{unknown[0]}' is unknown; allowed: "
-                f"{', '.join(CONTROL_FIELDS)}"
+                f"{', '.join(CHANNEL_FIELDS)}"
             )
-        renamed = {CONTROL_FIELDS[k]: v for k, v in fields.items()}
+        renamed = {CHANNEL_FIELDS[k]: v for k, v in fields.items()}
         target = self.base if from_seq is None else self.at(from_seq)
         merged = section_from_dict(
             ChannelConfig, {**dataclasses.asdict(target), **renamed}, "channel"
@@ -60,8 +49,3 @@ class ChannelSettings:
             if first <= seq:
                 fields.update(change)
         return ChannelConfig(**fields)
-
-
-def describe(cfg: ChannelConfig) -> dict[str, Any]:
-    """The settings as message meta (control names)."""
-    return {name: getattr(cfg, key) for name, key in CONTROL_FIELDS.items()}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import zmq
@@ -20,7 +22,7 @@ import zmq
 from receiver.assembler import FrameAssembler, PendingFrame
 from receiver.report import FrameLog, build_summary
 from shared.channel.modulation import signalling_for
-from shared.channel.wireless import WirelessChannel
+from shared.channel.wireless import ChannelUse, WirelessChannel
 from shared.config import Config
 from shared.data.images import save_png
 from shared.evaluation import Frame, frame_metrics
@@ -36,23 +38,22 @@ from shared.process import (
     receive,
     run_process,
 )
-from shared.protocol import parse_channel, parse_reference
+from shared.protocol import ProtocolError, parse_channel, parse_eos, parse_reference
 from shared.wire import WireError
 
 NAME = "receiver"
+#: Meta fields that must agree between the two views of a frame.
+FRAME_SIZE = ("height", "width", "orig_height", "orig_width")
 
 
-def receiver_channel(meta: dict) -> WirelessChannel:
-    """The receive stage matching the settings the channel process stamped on a view."""
-    return WirelessChannel(
-        kind=meta["channel"],
-        signalling=signalling_for(meta["latent"]),
-        csi=meta["csi"],
-        equalizer=meta["equalizer"],
-        rician_k=meta["rician_k"],
-        flip_prob=meta["flip_prob"],
-        erasure_prob=meta["erasure_prob"],
-    )
+@dataclass(frozen=True)
+class ReceivedView:
+    """One view as the channel delivered it, checked against this receiver's model."""
+
+    use: ChannelUse
+    shape: tuple[int, ...]
+    meta: dict[str, Any]
+    channel: WirelessChannel
 
 
 class ReceiverProcess:
@@ -72,15 +73,13 @@ class ReceiverProcess:
     def decode(self, seq: int, frame: PendingFrame) -> None:
         t0 = time.monotonic()
         views = sorted(frame.views)
-        softs, snrs, metas = {}, {}, {}
+        softs, snrs = {}, {}
         for view in views:
-            use, shape, meta = frame.views[view]
-            channel = receiver_channel(meta)
-            softs[view] = channel.receive(use)
-            snrs[view] = channel.snr_known_db(
-                torch.tensor([float(meta["snr_db"])]), use
+            item: ReceivedView = frame.views[view]
+            softs[view] = item.channel.receive(item.use)
+            snrs[view] = item.channel.snr_known_db(
+                torch.tensor([float(item.meta["snr_db"])]), item.use
             )
-            metas[view] = meta
         for view in (0, 1):  # a lost view enters as an erased (all-zero) block
             if view not in softs:
                 softs[view] = torch.zeros_like(softs[views[0]])
@@ -88,14 +87,27 @@ class ReceiverProcess:
         snr_known = None if snrs[0] is None else torch.cat((snrs[0], snrs[1]))
         meter = EnergyMeter(self.model)
         with meter:
-            out = self.model.decode(torch.cat((softs[0], softs[1])), shape, snr_known)
+            out = self.model.decode(
+                torch.cat((softs[0], softs[1])), frame.views[views[0]].shape, snr_known
+            )
         meter.frames = 1
-        meta = metas[views[0]]
+        meta = frame.views[views[0]].meta
         height, width = meta["orig_height"], meta["orig_width"]
         recon = {
             v: out[f"x_hat_{s}"][..., :height, :width]
             for v, s in ((0, "left"), (1, "right"))
         }
+        for view, image in list(frame.refs.items()):
+            if tuple(image.shape[-2:]) != (height, width):
+                self.drops.add(
+                    "reference",
+                    ProtocolError(
+                        f"reference of view {view} of frame {seq} is "
+                        f"{image.shape[-2]}x{image.shape[-1]}, the frame "
+                        f"{height}x{width}"
+                    ),
+                )
+                del frame.refs[view]
         self.write_images(seq, frame, recon, views)
         record = self.record(seq, frame, recon, views, meta, meter, t0)
         self.frames.add(record)
@@ -121,7 +133,7 @@ class ReceiverProcess:
         )
         values = frame_metrics(ref, {"x_hat_left": recon[0], "x_hat_right": recon[1]})
         for view, side in ((0, "left"), (1, "right")):
-            if view not in views:
+            if view not in views or view not in frame.refs:
                 values[f"psnr_{side}"] = values[f"ms_ssim_{side}"] = None
         dec = meter.summary().get("decoder", {"energy_pj": 0.0})
         dec_rates = [
@@ -135,7 +147,7 @@ class ReceiverProcess:
             self.twin_pj[size] = twin_macs_per_frame(self.model, *size) * E_MAC_PJ
             self.uses = self.model.channel_uses(*size)
         done = time.time()
-        t_tx = min(frame.views[v][2]["t_tx"] for v in views)
+        t_tx = min(frame.views[v].meta["t_tx"] for v in views)
         return {
             "seq": seq,
             "name": meta["name"],
@@ -174,20 +186,57 @@ class ReceiverProcess:
     # ------------------------------------------------------------------ loop
 
     def on_data(self, msg) -> None:
-        if msg.type == "eos":
-            self.frames_sent = int(msg.meta.get("frames_sent", msg.seq))
-            return
-        if msg.type != "data":
-            return
         try:
-            use, shape, meta = parse_channel(msg)
+            if msg.type == "eos":
+                self.frames_sent = parse_eos(msg)
+                return
+            if msg.type != "data":
+                return
+            view = self.accept(msg)
         except WireError as exc:
             self.drops.add("channel_out", exc)
             return
-        for seq, frame in self.assembler.add_view(
-            msg.seq, msg.view, (use, shape, meta)
-        ):
+        for seq, frame in self.assembler.add_view(msg.seq, msg.view, view):
             self.decode(seq, frame)
+
+    def accept(self, msg) -> ReceivedView:
+        """Parse a channel message and check that this receiver's model can decode it.
+
+        Raises ProtocolError for a latent of another mode, T or shape than the model's,
+        for channel settings outside the allowed ones, and for a view whose size differs
+        from the other view of its frame.
+        """
+        use, shape, meta, settings = parse_channel(msg)
+        cfg = self.model.cfg
+        if (meta["latent"], meta["time_steps"]) != (cfg.latent, cfg.time_steps):
+            raise ProtocolError(
+                f"latent {meta['latent']!r} with T={meta['time_steps']}; this "
+                f"receiver's model decodes {cfg.latent!r} with T={cfg.time_steps}"
+            )
+        size = (meta["height"], meta["width"])
+        try:
+            self.model.check_size(*size)
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        expected = self.model.latent_shape(*size)
+        if shape != expected:
+            raise ProtocolError(
+                f"latent shape {list(shape)} for a {size[0]}x{size[1]} frame; this "
+                f"receiver's model expects {list(expected)}"
+            )
+        for other in self.assembler.views_of(msg.seq).values():
+            if [other.meta[k] for k in FRAME_SIZE] != [meta[k] for k in FRAME_SIZE]:
+                raise ProtocolError(
+                    f"view {msg.view} of frame {msg.seq} differs in size from the "
+                    "other view"
+                )
+        try:
+            channel = WirelessChannel.from_config(
+                settings, signalling_for(meta["latent"])
+            )
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        return ReceivedView(use, shape, meta, channel)
 
     def on_reference(self, msg) -> None:
         if msg.type != "data":

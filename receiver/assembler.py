@@ -52,6 +52,11 @@ class FrameAssembler:
         self.pending.setdefault(seq, PendingFrame()).refs[view] = image
         return self._take_ready()
 
+    def views_of(self, seq: int) -> dict[int, Any]:
+        """The views of frame ``seq`` received so far (none once it was handed out)."""
+        frame = self.pending.get(seq)
+        return {} if frame is None else dict(frame.views)
+
     def waiting_for_references(self) -> bool:
         """True while some frame has a view but not its reference."""
         return any(v not in f.refs for f in self.pending.values() for v in f.views)

@@ -53,11 +53,16 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 def build_summary(
     records: list[dict[str, Any]], frames_sent: int | None, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    """The summary of a run; ``extra`` adds model, config, sizes and counters."""
+    """The summary of a run; ``extra`` adds model, config, sizes and counters.
+
+    PSNR and MS-SSIM are means over the frames scored on both views (both views
+    received, both references usable); the other frames are counted, not scored.
+    """
     complete = [r for r in records if len(r["views"]) == 2]
+    scored = [r for r in complete if None not in (r["psnr_left"], r["psnr_right"])]
     metrics = (
-        summarise(complete)
-        if complete
+        summarise(scored)
+        if scored
         else {
             "psnr": {"left": None, "right": None, "mean": None},
             "ms_ssim": {"left": None, "right": None, "mean": None},

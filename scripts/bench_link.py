@@ -27,13 +27,12 @@ from pathlib import Path
 import torch
 import zmq
 
-from channel_sim.settings import describe
 from shared.channel.rng import generator_for
 from shared.commands.common import load_frames
 from shared.commands.link import free_tcp_port, run_link
 from shared.config import ChannelConfig, load_config
 from shared.model.checkpoint import load_model
-from shared.protocol import channel_message, latent_message
+from shared.protocol import channel_message, describe_channel, latent_message
 from shared.wire import decode_message, encode_message
 
 
@@ -72,7 +71,7 @@ def in_process(model, frames, snr_db: float) -> tuple[dict, list[bytes]]:
             )
             wire_latent = encode_message(msg, packed)
             decoded = decode_message(wire_latent)
-            settings = {**describe(ChannelConfig()), "snr_db": snr_db}
+            settings = {**describe_channel(ChannelConfig()), "snr_db": snr_db}
             wire_channel = encode_message(
                 channel_message(decoded, use, tuple(coded["shape"]), settings)
             )

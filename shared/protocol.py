@@ -29,18 +29,35 @@ from torch import Tensor
 
 from shared.channel.modulation import LATENT_MODES
 from shared.channel.wireless import ChannelUse
+from shared.config import ChannelConfig, ConfigError, section_from_dict
 from shared.wire import Message, WireError
 
 LEFT, RIGHT = 0, 1
-CHANNEL_META = (
-    "snr_db",
-    "channel",
-    "csi",
-    "equalizer",
-    "rician_k",
-    "flip_prob",
-    "erasure_prob",
-)
+
+#: Channel settings as message meta and control fields: field name -> ChannelConfig key.
+CHANNEL_FIELDS = {
+    "snr_db": "snr_db",
+    "channel": "kind",
+    "csi": "csi",
+    "equalizer": "equalizer",
+    "rician_k": "rician_k",
+    "flip_prob": "flip_prob",
+    "erasure_prob": "erasure_prob",
+    "seed": "seed",
+}
+
+#: What the transmitter says about each view (it travels on to the receiver): name -> type.
+SOURCE_META: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "height": int,
+    "width": int,
+    "orig_height": int,
+    "orig_width": int,
+    "enc_rate_sum": (int, float),
+    "enc_layers": int,
+    "enc_energy_pj": (int, float),
+    "model_kind": str,
+}
 
 
 class ProtocolError(WireError):
@@ -57,6 +74,37 @@ def _require(
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise ProtocolError(f"meta {name!r} missing or not {kind}")
     return value
+
+
+def _check_source_meta(meta: Mapping[str, object]) -> None:
+    for name, kind in SOURCE_META.items():
+        _require(meta, name, kind)
+    for side in ("height", "width"):
+        if not 1 <= meta[f"orig_{side}"] <= meta[side]:
+            raise ProtocolError(
+                f"meta orig_{side} {meta[f'orig_{side}']} is not in 1..{side} "
+                f"{meta[side]}"
+            )
+
+
+def describe_channel(cfg: ChannelConfig) -> dict[str, object]:
+    """Channel settings as message meta (field names of :data:`CHANNEL_FIELDS`)."""
+    return {name: getattr(cfg, key) for name, key in CHANNEL_FIELDS.items()}
+
+
+def channel_config_from_meta(meta: Mapping[str, object]) -> ChannelConfig:
+    """The settings a channel message was sent with, checked like a config section."""
+    missing = [name for name in CHANNEL_FIELDS if name not in meta]
+    if missing:
+        raise ProtocolError(f"meta {missing[0]!r} missing")
+    try:
+        return section_from_dict(
+            ChannelConfig,
+            {key: meta[name] for name, key in CHANNEL_FIELDS.items()},
+            "channel",
+        )
+    except ConfigError as exc:
+        raise ProtocolError(f"channel settings: {exc}") from None
 
 
 # ------------------------------------------------------------------ transmitter -> channel
@@ -95,6 +143,7 @@ def parse_latent(msg: Message) -> tuple[Tensor, str, int]:
         raise ProtocolError(f"time_steps {steps} outside 1..255")
     if msg.view not in (LEFT, RIGHT):
         raise ProtocolError(f"view {msg.view} is not left (0) or right (1)")
+    _check_source_meta(msg.meta)
     name, ndim, top = ("counts", 3, steps) if mode == "count_pam" else ("spikes", 4, 1)
     arr = msg.arrays.get(name)
     if arr is None or set(msg.arrays) != {name}:
@@ -148,13 +197,22 @@ def channel_message(
 
 def parse_channel(
     msg: Message,
-) -> tuple[ChannelUse, tuple[int, ...], dict[str, object]]:
-    """Channel output of one view: ``ChannelUse`` with batch 1, latent shape, settings."""
+) -> tuple[ChannelUse, tuple[int, ...], dict[str, object], ChannelConfig]:
+    """Channel output of one view: ``ChannelUse`` with batch 1, latent shape, meta and the
+    channel settings it went through."""
     if msg.view not in (LEFT, RIGHT):
         raise ProtocolError(f"view {msg.view} is not left (0) or right (1)")
-    for name in CHANNEL_META + ("noise_var", "latent", "time_steps", "t_tx"):
+    for name in ("noise_var", "latent", "time_steps", "t_tx"):
         if name not in msg.meta:
             raise ProtocolError(f"meta {name!r} missing")
+    if msg.meta["latent"] not in LATENT_MODES:
+        raise ProtocolError(
+            f"latent mode {msg.meta['latent']!r}, allowed {LATENT_MODES}"
+        )
+    _require(msg.meta, "time_steps", int)
+    _require(msg.meta, "t_tx", (int, float))
+    _check_source_meta(msg.meta)
+    settings = channel_config_from_meta(msg.meta)
     y, shape = msg.arrays.get("y"), msg.arrays.get("latent_shape")
     if y is None or shape is None or y.ndim != 1 or shape.ndim != 1:
         raise ProtocolError("arrays 'y' and 'latent_shape' (1-D) are required")
@@ -182,7 +240,7 @@ def parse_channel(
         noise_var=torch.tensor([noise_var], dtype=torch.float32),
         h=None if h is None else torch.from_numpy(h)[None],
     )
-    return use, tuple(int(s) for s in shape), dict(msg.meta)
+    return use, tuple(int(s) for s in shape), dict(msg.meta), settings
 
 
 # ------------------------------------------------------------------ transmitter -> receiver
@@ -234,6 +292,14 @@ def eos_message(stream: int, frames_sent: int) -> Message:
         t_send=time.time(),
         meta={"frames_sent": frames_sent},
     )
+
+
+def parse_eos(msg: Message) -> int:
+    """The number of frames an end-of-stream marker says were sent."""
+    frames_sent = _require(msg.meta, "frames_sent", int)
+    if frames_sent < 0:
+        raise ProtocolError(f"frames_sent {frames_sent} is negative")
+    return frames_sent
 
 
 def heartbeat(stream: int) -> Message:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,6 @@ import torch
 import zmq
 from conftest import REPO, raw_frame, valid_header
 
-from channel_sim.settings import describe
 from shared.channel import WirelessChannel, generator_for
 from shared.channel.modulation import channel_input_from_latent
 from shared.commands.link import LinkRun, endpoint_overrides, run_link
@@ -27,6 +27,7 @@ from shared.evaluation import evaluate
 from shared.model.checkpoint import load_model
 from shared.protocol import (
     channel_message,
+    describe_channel,
     eos_message,
     latent_message,
     reference_message,
@@ -292,6 +293,8 @@ def test_channel_process_survives_bad_input(
         for frame in garbage_frames(200000):
             push.send(frame)
         msg, packed, _ = latent_for(model, cfg, 0, 0)
+        wider = dataclasses.replace(msg, meta={**msg.meta, "orig_width": 129})
+        push.send(encode_message(wider, packed))
         push.send(encode_message(msg, packed))
         deadline = time.monotonic() + 60
         received = None
@@ -303,13 +306,13 @@ def test_channel_process_survives_bad_input(
         assert received is not None and received.seq == 0 and "y" in received.arrays
         with ControlClient(cfg.link.channel_control) as client:
             stats = client.request("stats")
-            assert stats["dropped"] == 5
+            assert stats["dropped"] == 6
             assert (
                 stats["dropped_checksum"],
                 stats["dropped_oversized"],
                 stats["dropped_version"],
                 stats["dropped_protocol"],
-            ) == (2, 1, 1, 1)
+            ) == (2, 1, 1, 2)
             client.request("stop")
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
@@ -323,6 +326,50 @@ def test_channel_process_survives_bad_input(
             proc.communicate()
 
 
+def channel_view(model, cfg, seq: int, view: int) -> tuple[Message, torch.Tensor]:
+    """The channel's message for one view of a synthetic 64x128 frame, and the view."""
+    msg, _, image = latent_for(model, cfg, seq, view)
+    latent = torch.from_numpy(msg.arrays["counts"])[None]
+    x = channel_input_from_latent(latent, "count_pam", cfg.model.time_steps)
+    channel = WirelessChannel.from_config(cfg.channel, "analog")
+    use = channel.propagate(
+        channel.transmit(x), torch.tensor([5.0]), generator_for(0, seq, view)
+    )
+    settings = {**describe_channel(cfg.channel), "snr_db": 5.0}
+    return channel_message(msg, use, tuple(latent.shape[1:]), settings), image
+
+
+def undecodable_views(good: Message) -> list[Message]:
+    """Well-formed channel messages for the view of ``good`` that the receiver's model
+    cannot decode, or that contradict themselves or the frame's other view."""
+    meta, shape = dict(good.meta), good.arrays["latent_shape"]
+
+    def changed(**fields: object) -> Message:
+        return dataclasses.replace(good, meta={**meta, **fields})
+
+    def resized(latent_shape: list[int], **fields: object) -> Message:
+        values = int(np.prod(latent_shape))
+        arrays = {
+            "y": np.zeros(values // 2, np.complex64),
+            "latent_shape": np.asarray(latent_shape, "<i4"),
+        }
+        return dataclasses.replace(good, meta={**meta, **fields}, arrays=arrays)
+
+    channels, h, w = (int(v) for v in shape)
+    return [
+        dataclasses.replace(good, meta={k: v for k, v in meta.items() if k != "name"}),
+        changed(orig_height="64"),
+        changed(orig_height=meta["height"] + 1),
+        changed(latent="spike_bpsk"),
+        changed(time_steps=meta["time_steps"] + 1),
+        changed(channel="nonsense"),
+        changed(snr_db="high"),
+        changed(width=meta["width"] + 2),
+        resized([channels + 1, h, w]),
+        resized([channels, 2 * h, w], height=2 * meta["height"]),
+    ]
+
+
 def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
     cfg = link_config(
         tmp_path,
@@ -330,7 +377,7 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
         "link.max_message_bytes=200000",
         *endpoint_overrides("tcp", tmp_path),
     )
-    model, model_cfg = load_model(tiny_checkpoint)
+    model, _ = load_model(tiny_checkpoint)
     ctx = zmq.Context()
     data, ref = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
     for sock in (data, ref):
@@ -338,28 +385,23 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
     data.bind(cfg.link.channel_out)
     proc = start("receiver", cfg, tmp_path)
     ref.connect(cfg.link.reference)
-    channel = WirelessChannel.from_config(cfg.channel, "analog")
     try:
         for frame in garbage_frames(200000):
             data.send(frame)
             ref.send(frame)
-        for view in (0, 1):
-            msg, packed, image = latent_for(model, cfg, 0, view)
-            ref.send(encode_message(reference_message(1, 0, view, image, msg.meta)))
-            latent = torch.from_numpy(msg.arrays["counts"])[None]
-            x = channel_input_from_latent(latent, "count_pam", cfg.model.time_steps)
-            use = channel.propagate(
-                channel.transmit(x), torch.tensor([5.0]), generator_for(0, 0, view)
-            )
-            settings = describe(cfg.channel)
-            data.send(
-                encode_message(
-                    channel_message(
-                        msg, use, tuple(latent.shape[1:]), {**settings, "snr_db": 5.0}
-                    )
-                )
-            )
-        data.send(encode_message(eos_message(1, 1)))
+        for seq in (0, 1):
+            for view in (0, 1):
+                msg, image = channel_view(model, cfg, seq, view)
+                if (seq, view) == (1, 1):  # a reference of the wrong size
+                    image = image[:, :32, :32]
+                ref.send(encode_message(reference_message(1, seq, view, image, {})))
+                if (seq, view) == (0, 1):
+                    for bad in undecodable_views(msg):
+                        data.send(encode_message(bad))
+                data.send(encode_message(msg))
+        bad_eos = dataclasses.replace(eos_message(1, 2), meta={"frames_sent": "two"})
+        data.send(encode_message(bad_eos))
+        data.send(encode_message(eos_message(1, 2)))
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output[-2000:]
     finally:
@@ -370,11 +412,17 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
             proc.kill()
             proc.communicate()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["frames_received"] == 1 and summary["frames_lost"] == 0, output[
+    assert summary["frames_received"] == 2 and summary["frames_lost"] == 0, output[
         -3000:
     ]
-    assert sum(summary["dropped_messages"].values()) == 10
-    assert summary["psnr_db"]["left"] is not None
+    assert summary["frames_single_view"] == 0
+    # garbage: 5 on each socket, 1 of them "protocol"; then 10 views, 1 reference, 1 eos
+    assert summary["dropped_messages"]["protocol"] == 2 + 10 + 1 + 1
+    assert sum(summary["dropped_messages"].values()) == 10 + 10 + 1 + 1
+    lines = (tmp_path / "frames.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["psnr_right"] is not None and records[1]["psnr_right"] is None
+    assert summary["psnr_db"]["left"] == pytest.approx(records[0]["psnr_left"])
 
 
 def test_bad_config_stops_before_binding(tmp_path: Path) -> None:

@@ -88,7 +88,9 @@ class ChannelProcess:
             if cmd == "set":
                 from_seq = fields.pop("from_seq", None)
                 if from_seq is not None and (
-                    not isinstance(from_seq, int) or from_seq < 0
+                    not isinstance(from_seq, int)
+                    or isinstance(from_seq, bool)
+                    or from_seq < 0
                 ):
                     raise ProtocolError(
                         f"from_seq {from_seq!r} is not a sequence number"

@@ -222,6 +222,45 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
         TrainBatches([], [], cfg, 4, 0)
 
 
+def truncate(path: Path) -> Path:
+    """Keep the header of an image file and cut its pixel data short."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_images_that_fail_to_decode_stop_or_are_skipped(tmp_path: Path, caplog) -> None:
+    """A file whose header opens but whose data is cut short passes the pair check; it
+    must stop the stream with its name, or be skipped under ``on_error='skip'``."""
+    write_image(tmp_path / "mono/good.png", 40, 80, seed=1)
+    bad = truncate(write_image(tmp_path / "mono/cut.png", 40, 80, seed=2))
+    write_image(tmp_path / "stereo/a/left.png", 40, 80, seed=3)
+    write_image(tmp_path / "stereo/a/right.png", 40, 80, seed=4)
+    write_image(tmp_path / "stereo/b/left.png", 40, 80, seed=5)
+    truncate(write_image(tmp_path / "stereo/b/right.png", 40, 80, seed=6))
+    for on_error in ("error", "skip"):
+        cfg = DataConfig(
+            root=str(tmp_path),
+            stereo=("stereo",),
+            mono=("mono",),
+            crop_height=16,
+            crop_width=32,
+            on_error=on_error,
+        )
+        pairs, mono = training_sources(cfg)
+        assert len(pairs) == 2 and len(mono) == 2
+        batches = TrainBatches(pairs, mono, cfg, batch_size=8, seed=0)
+        if on_error == "error":
+            with pytest.raises(DataError, match="cannot be decoded"):
+                [batches[step] for step in range(4)]
+            continue
+        with caplog.at_level(logging.WARNING):
+            shapes = {tuple(batches[step]["left"].shape) for step in range(4)}
+        assert shapes == {(8, 3, 16, 32)}
+        assert caplog.text.count(str(bad)) == 1
+        assert caplog.text.count("b/right.png") == 1
+
+
 def test_validation_split_is_excluded_from_training(tmp_path: Path) -> None:
     split = tmp_path / "val.txt"
     split.write_text("stereo/cones_2003_Q\n")

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from conftest import REPO, raw_frame, valid_header
+from conftest import REPO, raw_frame, valid_header, write_image
 
 from shared.channel import WirelessChannel, generator_for
 from shared.channel.modulation import channel_input_from_latent
 from shared.commands.link import LinkRun, endpoint_overrides, run_link
 from shared.config import dump_config, load_config
 from shared.control import ControlClient, ControlError
+from shared.data.images import DataError
 from shared.data.synthesis import synthetic_stereo
 from shared.evaluation import evaluate
 from shared.model.checkpoint import load_model
@@ -423,6 +424,24 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
     records = [json.loads(line) for line in lines]
     assert records[0]["psnr_right"] is not None and records[1]["psnr_right"] is None
     assert summary["psnr_db"]["left"] == pytest.approx(records[0]["psnr_left"])
+
+
+def test_a_frame_that_fails_to_decode_stops_or_is_skipped(tmp_path: Path) -> None:
+    for name, seed in (("a", 0), ("b", 2)):
+        for side in ("left", "right"):
+            write_image(tmp_path / f"{name}/{side}.png", 40, 80, seed=seed)
+            seed += 1
+    data = (tmp_path / "b/right.png").read_bytes()
+    (tmp_path / "b/right.png").write_bytes(data[: len(data) // 2])
+    for on_error in ("error", "skip"):
+        cfg = load_config(
+            "tiny", [f"link.source={tmp_path}", f"data.on_error={on_error}"]
+        )
+        if on_error == "error":
+            with pytest.raises(DataError, match="b/right.png"):
+                list(source_frames(cfg, 4))
+        else:
+            assert [f.name for f, _ in source_frames(cfg, 4)] == ["a"]
 
 
 def test_bad_config_stops_before_binding(tmp_path: Path) -> None:

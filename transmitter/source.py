@@ -3,15 +3,18 @@ layout the loaders know), or the procedural generator (``source: synthetic``).""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from shared.config import Config
 from shared.data.crops import eval_crop, pad_to_multiple
-from shared.data.images import read_image, to_float
+from shared.data.images import DataError, read_image, to_float
 from shared.data.pairs import StereoPair, find_pairs, read_split
 from shared.data.synthesis import synthetic_stereo
 from shared.evaluation import Frame
+
+log = logging.getLogger("transmitter")
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SEED = 1234
@@ -35,7 +38,8 @@ def count_frames(cfg: Config) -> int:
 
 def frames(cfg: Config, stride: int) -> Iterator[tuple[Frame, tuple[int, int]]]:
     """One pass: (frame, original (H, W)); frames are eval-cropped, or padded to ``stride``
-    in ``native`` mode. Frame indices count from 0 within the pass."""
+    in ``native`` mode. Frame indices count from 0 within the pass. An image that fails to
+    decode stops the pass, or with ``data.on_error: skip`` drops its frame with a warning."""
     height, width = cfg.data.image_height, cfg.data.image_width
     if cfg.link.source == SYNTHETIC:
         n = count_frames(cfg)
@@ -44,7 +48,14 @@ def frames(cfg: Config, stride: int) -> Iterator[tuple[Frame, tuple[int, int]]]:
             yield Frame(i, f"synthetic_{i:04d}", left[i], right[i]), (height, width)
         return
     for i, pair in enumerate(_pairs(cfg)[: count_frames(cfg)]):
-        left, right = to_float(read_image(pair.left)), to_float(read_image(pair.right))
+        try:
+            left, right = read_image(pair.left), read_image(pair.right)
+        except DataError as exc:
+            if cfg.data.on_error != "skip":
+                raise
+            log.warning("skipping frame %s: %s", pair.name, exc)
+            continue
+        left, right = to_float(left), to_float(right)
         if cfg.link.crop == "eval":
             left, right = (
                 eval_crop(left, height, width),

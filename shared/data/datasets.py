@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from shared.data.pairs import (
     read_split,
 )
 from shared.data.synthesis import mono_to_stereo
+
+log = logging.getLogger(__name__)
+
+#: Draws a training sample may take when images fail to decode (``on_error='skip'``).
+MAX_REDRAWS = 100
 
 
 class EvalPairs(Dataset):
@@ -72,6 +78,7 @@ class TrainBatches(Dataset):
         self.pairs, self.mono, self.cfg = pairs, mono, cfg
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self._cache: dict[Path, Tensor] = {}
+        self._skipped: set[str] = set()
 
     def __len__(self) -> int:
         return 2**62
@@ -121,15 +128,29 @@ class TrainBatches(Dataset):
         left, right = mono_to_stereo(crop, self.cfg.crop_width, max_disp, g)
         return left[0], right[0]
 
-    def __getitem__(self, step: int) -> dict[str, Tensor]:
-        g = generator_for(self.seed, "batch", self.rank, step)
-        lefts, rights = [], []
-        for _ in range(self.batch_size):
+    def _sample(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One pair; with ``on_error='skip'`` an image that fails to decode is logged
+        once and another draw is made."""
+        for _ in range(MAX_REDRAWS):
             use_mono = bool(self.mono) and (
                 not self.pairs
                 or torch.rand((), generator=g).item() < self.cfg.mono_fraction
             )
-            left, right = self._mono_sample(g) if use_mono else self._stereo_sample(g)
+            try:
+                return self._mono_sample(g) if use_mono else self._stereo_sample(g)
+            except DataError as exc:
+                if self.cfg.on_error != "skip":
+                    raise
+                if str(exc) not in self._skipped:
+                    self._skipped.add(str(exc))
+                    log.warning("skipping: %s", exc)
+        raise DataError(f"no decodable training image in {MAX_REDRAWS} draws")
+
+    def __getitem__(self, step: int) -> dict[str, Tensor]:
+        g = generator_for(self.seed, "batch", self.rank, step)
+        lefts, rights = [], []
+        for _ in range(self.batch_size):
+            left, right = self._sample(g)
             if torch.rand((), generator=g).item() < 0.5:
                 left, right = stereo_flip(left, right)
             lefts.append(left)

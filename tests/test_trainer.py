@@ -139,6 +139,20 @@ def test_resume_refuses_a_different_model(tmp_path: Path, capsys) -> None:
     assert code == 2 and "model.tau" in capsys.readouterr().err
 
 
+def test_a_new_run_does_not_replace_an_earlier_one(tmp_path: Path, capsys) -> None:
+    steps = ["--set", "train.steps=2", "--set", "train.log_every=1"]
+    assert run(tmp_path, *steps) == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert run(tmp_path, *steps, "--set", "train.seed=1") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert run(tmp_path, *steps, "--set", "train.seed=1", "--overwrite") == 0
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["train"]["seed"] == 1
+    logged = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1, 2]
+    assert len((tmp_path / "train.csv").read_text().splitlines()) == 1 + 2
+
+
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [

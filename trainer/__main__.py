@@ -27,6 +27,9 @@ from trainer.train import TrainingError, train
 
 log = logging.getLogger("trainer")
 
+#: What a run writes that a new run in the same folder would replace.
+CHECKPOINT_FILES = ("last.pt", "best.pt", "model.pt")
+
 #: Keys that may change when a run is resumed; any other change is refused.
 RESUMABLE_KEYS = (
     "train.steps",
@@ -74,7 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="output folder (same as --set train.out_dir=DIR)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output folder that holds an earlier run's checkpoints, "
+        "replacing them (without it such a folder is refused)",
+    )
     return parser
+
+
+def check_fresh_out_dir(out_dir: Path) -> None:
+    """Refuse to start a new run over the checkpoints of an earlier one."""
+    found = [name for name in CHECKPOINT_FILES if (out_dir / name).exists()]
+    if found:
+        raise CheckpointError(
+            f"{out_dir} holds {', '.join(found)} of an earlier run; continue it with "
+            "--resume, choose another --out, or pass --overwrite to replace it"
+        )
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
@@ -85,6 +104,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
         overrides.append(f"train.init_from={args.init_from}")
     cfg = load_config(args.config or "default", overrides)
     if args.resume is None:
+        if not args.overwrite:
+            check_fresh_out_dir(Path(cfg.train.out_dir))
         return cfg, None
     path = (
         Path(cfg.train.out_dir) / "last.pt"
@@ -120,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.overwrite and ckpt is None:
+        for name in CHECKPOINT_FILES:
+            (Path(cfg.train.out_dir) / name).unlink(missing_ok=True)
     runtime = setup(cfg.train.device)
     try:
         if runtime.is_main:

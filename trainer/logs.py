@@ -15,10 +15,17 @@ class MetricsLog:
     JSON log only.
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(
+        self, out_dir: str | Path, kinds: tuple[str, ...], fresh: bool
+    ) -> None:
+        """``fresh`` (a new run, not a resumed one) starts the log files of ``kinds``
+        anew instead of appending to an earlier run's."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._columns: dict[str, list[str]] = {}
+        if fresh:
+            for name in ("log.jsonl", *(f"{kind}.csv" for kind in kinds)):
+                (self.out_dir / name).unlink(missing_ok=True)
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
         with open(self.out_dir / "log.jsonl", "a") as f:

@@ -166,7 +166,11 @@ def train(
         num_workers=cfg.data.workers,
     )
     val_frames = load_val_frames(cfg) if runtime.is_main else []
-    mlog = MetricsLog(out_dir) if runtime.is_main else None
+    mlog = (
+        MetricsLog(out_dir, ("train", "val"), fresh=resume is None)
+        if runtime.is_main
+        else None
+    )
     if runtime.is_main:
         (out_dir / "config.yaml").write_text(dump_config(cfg))
         log.info(

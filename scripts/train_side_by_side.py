@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from shared.model.checkpoint import load_checkpoint
+from trainer.logs import read_records
 
 #: Settings of the probe phase: no validation, a step count the probe never reaches.
 PROBE_SETS = ("train.steps=100000000", "train.val_every=100000000")
@@ -55,12 +56,6 @@ def _saved_step(out: Path, name: str) -> int:
     """The step of the run's ``last.pt`` (0 when there is none)."""
     path = out / name / "last.pt"
     return load_checkpoint(path)["step"] if path.exists() else 0
-
-
-def _records(out: Path, name: str, kind: str) -> list[dict]:
-    path = out / name / "log.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
 def steps_per_second(records: list[dict]) -> tuple[float, int]:
@@ -112,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     left_s = args.deadline_s - resume_at - args.restart_s
     mains = {}
     for name, record in summary.items():
-        rate, step = steps_per_second(_records(out, name, "train"))
+        rate, step = steps_per_second(read_records(out / name, "train"))
         if step == 0:  # too slow to log: the probe's own step count over its minutes
             step = _saved_step(out, name)
             rate = step / (60.0 * args.probe_minutes)
@@ -130,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, proc in mains.items():
         record = summary[name]
         record["main_exit"] = proc.wait()
-        record["steps_per_s"] = steps_per_second(_records(out, name, "train"))[0]
+        record["steps_per_s"] = steps_per_second(read_records(out / name, "train"))[0]
         record["final_step"] = _saved_step(out, name)
         record["val"] = [
             {
                 "step": v["step"],
                 **{f"{r['snr_db']:g} dB": r["psnr_db"]["mean"] for r in v["per_snr"]},
             }
-            for v in _records(out, name, "val")
+            for v in read_records(out / name, "val")
         ]
     result = {"wall_s": time.monotonic() - start, "runs": summary}
     (out / "summary.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -96,3 +96,28 @@ def test_side_by_side_runs_are_sized_to_the_deadline(tmp_path: Path) -> None:
         summary
     )
     assert (tmp_path / "snn" / "model.pt").exists()
+
+
+def test_bench_train_times_both_models_through_the_trainer(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = _script(
+        "bench_train.py",
+        "--root",
+        str(SAMPLES),
+        "--config",
+        "tiny",
+        "--set",
+        "data.stereo=[stereo]",
+        "--steps",
+        "6",
+        "--log-every",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    records = json.loads(out.read_text())
+    assert [r["kind"] for r in records] == ["snn", "cnn"]
+    for record in records:
+        assert record["pairs_per_s"] > 0 and record["intervals"] == 2
+        assert (record["batch_size"], record["crop"]) == (8, "32x64")

@@ -44,3 +44,10 @@ class MetricsLog:
             self._columns[kind] = columns
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, columns, extrasaction="ignore").writerow(scalars)
+
+
+def read_records(out_dir: str | Path, kind: str) -> list[dict[str, Any]]:
+    """The records of ``kind`` in a run's ``log.jsonl`` (none when it does not exist)."""
+    path = Path(out_dir) / "log.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]

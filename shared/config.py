@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,7 +248,7 @@ def _describe_type(hint: Any) -> str:
     return {
         bool: "true/false",
         int: "an integer",
-        float: "a number",
+        float: "a finite number",
         str: "a string",
     }.get(hint, getattr(hint, "__name__", str(hint)))
 
@@ -285,7 +286,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ):
             return float(value)
     elif hint is str:
         if isinstance(value, str):

@@ -46,6 +46,8 @@ def test_overrides_are_parsed_as_yaml() -> None:
         ("channel.csi=partial", ["channel.csi", "perfect", "none"]),
         ("model.cbr=0", ["model.cbr", "> 0"]),
         ("channel.flip_prob=0.7", ["channel.flip_prob", "<= 0.5"]),
+        ("channel.snr_db=.nan", ["channel.snr_db", "nan", "finite"]),
+        ("channel.rician_k=.inf", ["channel.rician_k", "inf", "finite"]),
         ("model.widths=[4, x]", ["model.widths[1]", "integer"]),
         ("model.res_blocks=[0, 1]", ["model.res_blocks", "one entry per scale"]),
         ("train.snr_min_db=20", ["train.snr_min_db", "snr_max_db"]),

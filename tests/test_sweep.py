@@ -71,6 +71,10 @@ def test_snr_lists_and_ranges() -> None:
         parse_snrs("0:10:0")
     with pytest.raises(ValueError, match="SNR list"):
         parse_snrs("loud")
+    with pytest.raises(ValueError, match=r"'0,500'.*snr_db.*<= 80"):
+        parse_snrs("0,500")
+    with pytest.raises(ValueError, match="finite"):
+        parse_snrs("nan")
 
 
 def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -10,7 +10,14 @@ from typing import Any
 
 from shared.channel.modulation import signalling_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import Config, ConfigError, check_channel_fits, config_from_dict
+from shared.config import (
+    ChannelConfig,
+    Config,
+    ConfigError,
+    check_channel_fits,
+    config_from_dict,
+    section_from_dict,
+)
 from shared.data.datasets import EvalPairs
 from shared.data.pairs import find_pairs, read_split
 from shared.evaluation import Frame
@@ -39,6 +46,11 @@ def parse_snrs(text: str) -> list[float]:
             ) from None
     if not values:
         raise ValueError(f"SNR list {text!r} is empty")
+    for value in values:
+        try:
+            section_from_dict(ChannelConfig, {"snr_db": value}, "channel")
+        except ConfigError as exc:
+            raise ValueError(f"SNR list {text!r}: {exc}") from None
     return values
 
 

@@ -61,7 +61,10 @@ def load_checkpoint(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / unsafe files
-        raise CheckpointError(f"checkpoint cannot be loaded: {path} ({exc})") from None
+        raise CheckpointError(
+            f"checkpoint cannot be loaded: {path} is not a torch file, or it holds "
+            f"objects other than tensors and plain data ({type(exc).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"not a SpikeLink checkpoint (no model/config): {path}")
     return ckpt

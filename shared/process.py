@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from shared.config import (
 )
 from shared.data.images import DataError
 from shared.model.checkpoint import CheckpointError
+from shared.signals import StopFlag
 from shared.wire import Message, WireError, decode_message, encode_message
 
 POLL_SLICE_MS = 100
@@ -41,22 +41,6 @@ def setup_logging(name: str) -> logging.Logger:
         format=f"%(asctime)s {name} %(levelname)s %(message)s",
     )
     return logging.getLogger(name)
-
-
-class StopFlag:
-    """Set by SIGINT or SIGTERM (or by hand); the loops check it between messages."""
-
-    def __init__(self) -> None:
-        self.is_set = False
-        self.reason = ""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.set(signal.Signals(signum).name)
-
-    def set(self, reason: str) -> None:
-        self.is_set, self.reason = True, reason
 
 
 class DropCounter:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from trainer import train as train_module
 from trainer.__main__ import main
 from trainer.distributed import Runtime, any_rank
 from trainer.hybrid import init_from_twin
+from trainer.logs import read_records
 from trainer.train import TrainingError, _check_silent
 
 TINY_ON_SAMPLES = [
@@ -141,7 +144,9 @@ def test_resume_refuses_a_different_model(tmp_path: Path, capsys) -> None:
 
 def test_a_new_run_does_not_replace_an_earlier_one(tmp_path: Path, capsys) -> None:
     steps = ["--set", "train.steps=2", "--set", "train.log_every=1"]
+    handler = signal.getsignal(signal.SIGINT)
     assert run(tmp_path, *steps) == 0
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer put it back
     before = (tmp_path / "last.pt").read_bytes()
     assert run(tmp_path, *steps, "--set", "train.seed=1") == 2
     assert "--overwrite" in capsys.readouterr().err
@@ -151,6 +156,38 @@ def test_a_new_run_does_not_replace_an_earlier_one(tmp_path: Path, capsys) -> No
     logged = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == [1, 2]
     assert len((tmp_path / "train.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_ctrl_c_saves_the_step_reached_and_the_run_resumes(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "trainer", *TINY_ON_SAMPLES, "--out", str(tmp_path)]
+    sets = ["train.steps=100000", "train.log_every=1", "train.ckpt_every=100000"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd + [a for s in sets for a in ("--set", s)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not read_records(tmp_path, "train"):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
+    assert "interrupted (SIGINT)" in stderr and "--resume" in stderr
+    step = load_checkpoint(tmp_path / "last.pt")["step"]
+    assert 1 <= step < 100000
+    assert read_records(tmp_path, "train")[-1]["step"] <= step
+    code = main(
+        ["--resume", str(tmp_path / "last.pt"), "--set", f"train.steps={step + 2}"]
+    )
+    assert code == 0 and load_checkpoint(tmp_path / "last.pt")["step"] == step + 2
 
 
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         teardown(runtime)
+    if result["status"] == "interrupted":
+        return 128 + signal.Signals[result["stop_signal"]].value
     return 0 if result["status"] in ("finished", "paused") else 1
 
 

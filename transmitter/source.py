@@ -3,18 +3,15 @@ layout the loaders know), or the procedural generator (``source: synthetic``).""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 from shared.config import Config
 from shared.data.crops import eval_crop, pad_to_multiple
 from shared.data.images import DataError, read_image, to_float
-from shared.data.pairs import StereoPair, find_pairs, read_split
+from shared.data.pairs import StereoPair, find_pairs, read_split, skip_or_raise
 from shared.data.synthesis import synthetic_stereo
 from shared.evaluation import Frame
-
-log = logging.getLogger("transmitter")
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SEED = 1234
@@ -51,9 +48,7 @@ def frames(cfg: Config, stride: int) -> Iterator[tuple[Frame, tuple[int, int]]]:
         try:
             left, right = read_image(pair.left), read_image(pair.right)
         except DataError as exc:
-            if cfg.data.on_error != "skip":
-                raise
-            log.warning("skipping frame %s: %s", pair.name, exc)
+            skip_or_raise(str(exc), cfg.data.on_error)
             continue
         left, right = to_float(left), to_float(right)
         if cfg.link.crop == "eval":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from shared.data.pairs import (
     find_images,
     find_pairs,
     read_split,
+    skip_or_raise,
 )
 from shared.data.synthesis import mono_to_stereo
-
-log = logging.getLogger(__name__)
 
 #: Draws a training sample may take when images fail to decode (``on_error='skip'``).
 MAX_REDRAWS = 100
@@ -139,11 +137,9 @@ class TrainBatches(Dataset):
             try:
                 return self._mono_sample(g) if use_mono else self._stereo_sample(g)
             except DataError as exc:
-                if self.cfg.on_error != "skip":
-                    raise
-                if str(exc) not in self._skipped:
+                if str(exc) not in self._skipped:  # each file is reported once
+                    skip_or_raise(str(exc), self.cfg.on_error)
                     self._skipped.add(str(exc))
-                    log.warning("skipping: %s", exc)
         raise DataError(f"no decodable training image in {MAX_REDRAWS} draws")
 
     def __getitem__(self, step: int) -> dict[str, Tensor]:

@@ -51,7 +51,8 @@ class StereoPair:
     name: str
 
 
-def _problem(message: str, on_error: str) -> None:
+def skip_or_raise(message: str, on_error: str) -> None:
+    """Log ``message`` and go on when ``on_error`` is 'skip'; otherwise raise DataError."""
     if on_error == "skip":
         log.warning("skipping: %s", message)
         return
@@ -63,10 +64,10 @@ def _check_pair(pair: StereoPair, on_error: str) -> bool:
     try:
         left_size, right_size = image_size(pair.left), image_size(pair.right)
     except DataError as exc:
-        _problem(str(exc), on_error)
+        skip_or_raise(str(exc), on_error)
         return False
     if left_size != right_size:
-        _problem(
+        skip_or_raise(
             f"stereo pair size mismatch: {pair.left} is {left_size[1]}x"
             f"{left_size[0]} but {pair.right} is {right_size[1]}x{right_size[0]}",
             on_error,
@@ -99,7 +100,9 @@ def _kitti_pairs(
         ):
             right = right_folder / left.name
             if not right.is_file():
-                _problem(f"missing right view for {left}: expected {right}", on_error)
+                skip_or_raise(
+                    f"missing right view for {left}: expected {right}", on_error
+                )
                 continue
             pairs.append(StereoPair(left, right, _name(left, root)))
     return pairs
@@ -112,7 +115,7 @@ def _folder_pairs(
     for left in sorted(root.rglob(left_name)):
         right = left.with_name(right_name)
         if not right.is_file():
-            _problem(f"missing right view for {left}: expected {right}", on_error)
+            skip_or_raise(f"missing right view for {left}: expected {right}", on_error)
             continue
         pairs.append(StereoPair(left, right, _name(left.parent, root)))
     return pairs
@@ -177,7 +180,7 @@ def read_split(
             folder = root / fields[0]
             found = _pair_in_folder(folder) if folder.is_dir() else None
             if found is None:
-                _problem(
+                skip_or_raise(
                     f"{where}: no left.png/right.png or im0.png/im1.png in {folder}",
                     on_error,
                 )
@@ -187,7 +190,7 @@ def read_split(
             raise DataError(f"{where}: expected 'LEFT RIGHT' or 'FOLDER', got {line!r}")
         for view in (left, right):
             if not view.is_file():
-                _problem(f"{where}: image file not found: {view}", on_error)
+                skip_or_raise(f"{where}: image file not found: {view}", on_error)
                 break
         else:
             pair = StereoPair(left, right, name)

@@ -73,6 +73,7 @@ class ReceiverProcess:
     def decode(self, seq: int, frame: PendingFrame) -> None:
         t0 = time.monotonic()
         views = sorted(frame.views)
+        first: ReceivedView = frame.views[views[0]]  # accept() made the views agree
         softs, snrs = {}, {}
         for view in views:
             item: ReceivedView = frame.views[view]
@@ -88,10 +89,10 @@ class ReceiverProcess:
         meter = EnergyMeter(self.model)
         with meter:
             out = self.model.decode(
-                torch.cat((softs[0], softs[1])), frame.views[views[0]].shape, snr_known
+                torch.cat((softs[0], softs[1])), first.shape, snr_known
             )
         meter.frames = 1
-        meta = frame.views[views[0]].meta
+        meta = first.meta
         height, width = meta["orig_height"], meta["orig_width"]
         recon = {
             v: out[f"x_hat_{s}"][..., :height, :width]

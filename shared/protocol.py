@@ -76,6 +76,17 @@ def _require(
     return value
 
 
+def _latent_mode(meta: Mapping[str, object]) -> tuple[str, int]:
+    """The latent mode and T that a view's meta declares."""
+    mode = meta.get("latent")
+    if mode not in LATENT_MODES:
+        raise ProtocolError(f"latent mode {mode!r}, allowed {LATENT_MODES}")
+    steps = _require(meta, "time_steps", int)
+    if not 1 <= steps <= 255:
+        raise ProtocolError(f"time_steps {steps} outside 1..255")
+    return mode, steps
+
+
 def _check_source_meta(meta: Mapping[str, object]) -> None:
     for name, kind in SOURCE_META.items():
         _require(meta, name, kind)
@@ -135,12 +146,7 @@ def latent_message(
 
 def parse_latent(msg: Message) -> tuple[Tensor, str, int]:
     """The latent of a transmitter message as ``[1, ...]`` uint8, its mode and T."""
-    mode = msg.meta.get("latent")
-    if mode not in LATENT_MODES:
-        raise ProtocolError(f"latent mode {mode!r}, allowed {LATENT_MODES}")
-    steps = _require(msg.meta, "time_steps", int)
-    if not 1 <= steps <= 255:
-        raise ProtocolError(f"time_steps {steps} outside 1..255")
+    mode, steps = _latent_mode(msg.meta)
     if msg.view not in (LEFT, RIGHT):
         raise ProtocolError(f"view {msg.view} is not left (0) or right (1)")
     _check_source_meta(msg.meta)
@@ -202,14 +208,7 @@ def parse_channel(
     channel settings it went through."""
     if msg.view not in (LEFT, RIGHT):
         raise ProtocolError(f"view {msg.view} is not left (0) or right (1)")
-    for name in ("noise_var", "latent", "time_steps", "t_tx"):
-        if name not in msg.meta:
-            raise ProtocolError(f"meta {name!r} missing")
-    if msg.meta["latent"] not in LATENT_MODES:
-        raise ProtocolError(
-            f"latent mode {msg.meta['latent']!r}, allowed {LATENT_MODES}"
-        )
-    _require(msg.meta, "time_steps", int)
+    _latent_mode(msg.meta)
     _require(msg.meta, "t_tx", (int, float))
     _check_source_meta(msg.meta)
     settings = channel_config_from_meta(msg.meta)

@@ -23,6 +23,7 @@ from shared.config import (
 )
 from shared.data.images import DataError
 from shared.model.checkpoint import CheckpointError, config_differences, load_checkpoint
+from shared.signals import StopFlag
 from trainer.distributed import setup, teardown
 from trainer.train import TrainingError, train
 
@@ -149,14 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if runtime.is_main:
             log.info("resolved config:\n%s", dump_config(cfg))
-        result = train(cfg, runtime, ckpt)
+        with StopFlag() as stop:
+            result = train(cfg, runtime, stop, ckpt)
     except (ConfigError, CheckpointError, DataError, TrainingError) as exc:
         log.error("%s", exc)
         return 1
     finally:
         teardown(runtime)
     if result["status"] == "interrupted":
-        return 128 + signal.Signals[result["stop_signal"]].value
+        return 128 + signal.Signals[stop.reason].value
     return 0 if result["status"] in ("finished", "paused") else 1
 
 

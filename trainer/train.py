@@ -128,10 +128,13 @@ def _check_silent(
 
 
 def train(
-    cfg: Config, runtime: Runtime, resume: dict[str, Any] | None = None
+    cfg: Config,
+    runtime: Runtime,
+    stop: StopFlag,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train until ``train.steps``, the time budget, or SIGINT / SIGTERM (which end the
-    current step and save ``last.pt``); returns a summary dict.
+    """Train until ``train.steps``, the time budget, or ``stop`` (set by SIGINT / SIGTERM:
+    the current step ends and ``last.pt`` is saved); returns a summary dict.
 
     ``resume`` is a loaded checkpoint to continue from (exactly: batches, SNRs and channel
     noise depend only on the seed and the step).
@@ -212,106 +215,100 @@ def train(
             _checkpoint(commit, model, optimizer, cfg, step, best, metrics),
         )
 
-    with StopFlag() as stop:
-        for step, batch in zip(range(start, tc.steps), loader):
-            model.train()
-            lr = learning_rate(step, tc)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {
-                k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()
-            }
-            snr = _batch_snr(cfg, runtime, step, batch["left"].shape[0]).to(
-                runtime.device
+    for step, batch in zip(range(start, tc.steps), loader):
+        model.train()
+        lr = learning_rate(step, tc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
+        snr = _batch_snr(cfg, runtime, step, batch["left"].shape[0]).to(runtime.device)
+        with autocast:
+            out = net(
+                batch["left"],
+                batch["right"],
+                snr,
+                generator_for(tc.seed, "channel", runtime.rank, step),
             )
-            with autocast:
-                out = net(
-                    batch["left"],
-                    batch["right"],
-                    snr,
-                    generator_for(tc.seed, "channel", runtime.rank, step),
-                )
-                terms = stereo_loss(out, batch, tc)
-            loss_value, mse_value = (
-                float(terms["loss"].detach()),
-                float(terms["mse"].detach()),
+            terms = stereo_loss(out, batch, tc)
+        loss_value, mse_value = (
+            float(terms["loss"].detach()),
+            float(terms["mse"].detach()),
+        )
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"non-finite loss {loss_value} at step {step}; "
+                f"the last good checkpoint is {out_dir / 'last.pt'}"
             )
-            if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"non-finite loss {loss_value} at step {step}; "
-                    f"the last good checkpoint is {out_dir / 'last.pt'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            step += 1
-            bar.update(1)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        step += 1
+        bar.update(1)
 
-            if runtime.is_main and (step % tc.log_every == 0 or step == tc.steps):
-                now = time.monotonic()
-                rates = out["rates"]
-                _check_silent(rates, silent_counts)
-                rate_values = [float(r) for r in rates.values()]
-                record = {
-                    "step": step,
-                    "loss": loss_value,
-                    "mse": mse_value,
-                    "psnr": -10.0 * math.log10(max(mse_value, 1e-12)),
-                    "lr": lr,
-                    "pairs_per_s": tc.batch_size
-                    * runtime.world
-                    * (step - step_last)
-                    / max(now - t_last, 1e-9),
-                    "rate_mean": sum(rate_values) / len(rate_values),
-                    "rate_min": min(rate_values),
-                    "rate_max": max(rate_values),
-                    "elapsed_s": now - t_start,
-                    "rates": {k: float(v) for k, v in rates.items()},
-                }
-                t_last, step_last = now, step
-                mlog.write("train", record)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    psnr=f"{record['psnr']:.2f}",
-                    rate=f"{record['rate_mean']:.3f}",
-                )
-            if (
-                runtime.is_main
-                and val_frames
-                and (step % tc.val_every == 0 or step == tc.steps)
-            ):
-                metrics = validate(model, val_frames, cfg)
-                mlog.write(
-                    "val",
-                    {
-                        "step": step,
-                        "psnr_mean": metrics["psnr_mean"],
-                        "per_snr": metrics["per_snr"],
-                    },
-                )
-                log.info(
-                    "step %d validation: mean PSNR %.2f dB (%s)",
-                    step,
-                    metrics["psnr_mean"],
-                    ", ".join(
-                        f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
-                        for r in metrics["per_snr"]
-                    ),
-                )
-                if metrics["psnr_mean"] > best:
-                    best = metrics["psnr_mean"]
-                    save("best.pt")
-            if runtime.is_main and step % tc.ckpt_every == 0:
-                save("last.pt")
-            over_budget = (
-                tc.max_minutes > 0
-                and time.monotonic() - t_start > 60.0 * tc.max_minutes
+        if runtime.is_main and (step % tc.log_every == 0 or step == tc.steps):
+            now = time.monotonic()
+            rates = out["rates"]
+            _check_silent(rates, silent_counts)
+            rate_values = [float(r) for r in rates.values()]
+            record = {
+                "step": step,
+                "loss": loss_value,
+                "mse": mse_value,
+                "psnr": -10.0 * math.log10(max(mse_value, 1e-12)),
+                "lr": lr,
+                "pairs_per_s": tc.batch_size
+                * runtime.world
+                * (step - step_last)
+                / max(now - t_last, 1e-9),
+                "rate_mean": sum(rate_values) / len(rate_values),
+                "rate_min": min(rate_values),
+                "rate_max": max(rate_values),
+                "elapsed_s": now - t_start,
+                "rates": {k: float(v) for k, v in rates.items()},
+            }
+            t_last, step_last = now, step
+            mlog.write("train", record)
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                psnr=f"{record['psnr']:.2f}",
+                rate=f"{record['rate_mean']:.3f}",
             )
-            if any_rank(runtime, over_budget or stop.is_set):
-                status = "interrupted" if stop.is_set else "paused"
-                break
+        if (
+            runtime.is_main
+            and val_frames
+            and (step % tc.val_every == 0 or step == tc.steps)
+        ):
+            metrics = validate(model, val_frames, cfg)
+            mlog.write(
+                "val",
+                {
+                    "step": step,
+                    "psnr_mean": metrics["psnr_mean"],
+                    "per_snr": metrics["per_snr"],
+                },
+            )
+            log.info(
+                "step %d validation: mean PSNR %.2f dB (%s)",
+                step,
+                metrics["psnr_mean"],
+                ", ".join(
+                    f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
+                    for r in metrics["per_snr"]
+                ),
+            )
+            if metrics["psnr_mean"] > best:
+                best = metrics["psnr_mean"]
+                save("best.pt")
+        if runtime.is_main and step % tc.ckpt_every == 0:
+            save("last.pt")
+        over_budget = (
+            tc.max_minutes > 0 and time.monotonic() - t_start > 60.0 * tc.max_minutes
+        )
+        if any_rank(runtime, over_budget or stop.is_set):
+            status = "interrupted" if stop.is_set else "paused"
+            break
     bar.close()
     if runtime.is_main:
         save("last.pt")
@@ -331,7 +328,6 @@ def train(
             log.info("continue with: --resume %s", out_dir / "last.pt")
     return {
         "status": status,
-        "stop_signal": stop.reason,
         "step": step,
         "best_metric": best,
         "out_dir": str(out_dir),

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.config import override_arguments
 from shared.model.checkpoint import git_commit, load_checkpoint
 from trainer.logs import read_records
 
@@ -46,7 +47,7 @@ def bench(
         *args.set,
     ]
     cmd = [sys.executable, "-m", "trainer", "--config", args.config]
-    cmd += ["--out", str(out_dir), *(a for s in sets for a in ("--set", s))]
+    cmd += ["--out", str(out_dir), *override_arguments(sets)]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

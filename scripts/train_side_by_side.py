@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.config import override_arguments
 from shared.model.checkpoint import load_checkpoint
 from trainer.logs import read_records
 
@@ -38,10 +39,6 @@ from trainer.logs import read_records
 PROBE_SETS = ("train.steps=100000000", "train.val_every=100000000")
 #: Train records skipped when measuring speed (the first includes the start-up).
 WARM_RECORDS = 1
-
-
-def _sets(settings: list[str]) -> list[str]:
-    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def _launch(out: Path, name: str, args: list[str]) -> subprocess.Popen:
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     probe_sets = [*PROBE_SETS, f"train.max_minutes={args.probe_minutes}"]
     probes = {
-        name: _launch(out, name, [*run, *_sets(probe_sets)])
+        name: _launch(out, name, [*run, *override_arguments(probe_sets)])
         for name, run in runs.items()
     }
     summary: dict[str, dict] = {
@@ -121,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             f"train.max_minutes={(left_s + args.restart_s / 2) / 60.0:.3f}",
         ]
         resume = ["--resume", str(out / name / "last.pt")]
-        mains[name] = _launch(out, name, [*resume, *_sets(sets)])
+        mains[name] = _launch(out, name, [*resume, *override_arguments(sets)])
     for name, proc in mains.items():
         record = summary[name]
         record["main_exit"] = proc.wait()

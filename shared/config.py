@@ -20,6 +20,7 @@ import logging
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -383,6 +384,12 @@ def add_config_arguments(
         help=f"override a config key, e.g. {example} (repeatable; the value "
         "is parsed as YAML)",
     )
+
+
+def override_arguments(settings: Iterable[str]) -> list[str]:
+    """``KEY=VALUE`` settings as the ``--set`` arguments of :func:`add_config_arguments`
+    (for a command line that starts another tool)."""
+    return [arg for setting in settings for arg in ("--set", setting)]
 
 
 def resolve_preset(path: str | Path) -> Path:

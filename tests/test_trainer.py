@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import REPO, SAMPLES
+from torch.nn.parallel import DistributedDataParallel
 
 from shared.config import load_config
 from shared.data.datasets import EvalPairs
@@ -24,7 +25,7 @@ from shared.model.checkpoint import CheckpointError, load_checkpoint, load_model
 from shared.model.registry import build_model
 from trainer import train as train_module
 from trainer.__main__ import main
-from trainer.distributed import Runtime, any_rank
+from trainer.distributed import Runtime, any_rank, setup, teardown
 from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
 from trainer.train import TrainingError, _check_silent
@@ -236,6 +237,38 @@ def test_a_stop_wanted_by_one_rank_stops_every_rank(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_vote, args=(port, str(tmp_path)), nprocs=2)
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False]
+
+
+THREADS = Path("/proc/self/task")
+
+
+def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
+    """One rank of a two-process DDP step; records the gloo threads left after teardown."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2"
+    )
+    runtime = setup("cpu")
+    net = DistributedDataParallel(torch.nn.Linear(3, 3))
+    net(torch.randn(2, 3)).sum().backward()
+    any_rank(runtime, False)
+    del net
+    teardown(runtime)
+    names = [(THREADS / task / "comm").read_text() for task in os.listdir(THREADS)]
+    left = sum("gloo" in name for name in names)
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(left))
+
+
+@pytest.mark.skipif(not THREADS.is_dir(), reason="needs Linux /proc")
+def test_teardown_ends_the_gloo_threads(tmp_path: Path) -> None:
+    """Threads that outlive teardown run into interpreter shutdown and can abort a rank."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(
+        _gloo_threads_after_teardown, args=(port, str(tmp_path)), nprocs=2
+    )
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == 0
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

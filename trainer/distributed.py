@@ -8,6 +8,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+# torch.distributed.nn.functional binds `group.WORLD` as a default argument when it is
+# first imported. DistributedDataParallel imports it lazily (through torch._dynamo), so
+# after init_process_group it would bind the default group and keep it alive past
+# destroy_process_group; gloo's worker threads then live on into interpreter shutdown,
+# where one that frees a tensor aborts the rank (SIGABRT). Imported here, before any
+# group exists, it binds None.
+import torch.distributed.nn.functional  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -59,5 +67,6 @@ def any_rank(runtime: Runtime, flag: bool) -> bool:
 
 
 def teardown(runtime: Runtime) -> None:
+    """Leave the process group; its gloo or NCCL threads end here, not at interpreter exit."""
     if runtime.ddp and dist.is_initialized():
         dist.destroy_process_group()

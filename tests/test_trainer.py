@@ -242,6 +242,17 @@ def test_a_stop_wanted_by_one_rank_stops_every_rank(tmp_path: Path) -> None:
 THREADS = Path("/proc/self/task")
 
 
+def _gloo_threads() -> int:
+    """Threads of this process named by gloo (a joined thread can linger in /proc briefly)."""
+    count = 0
+    for task in THREADS.iterdir():
+        try:
+            count += "gloo" in (task / "comm").read_text()
+        except OSError:
+            continue
+    return count
+
+
 def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
     """One rank of a two-process DDP step; records the gloo threads left after teardown."""
     os.environ.update(
@@ -253,9 +264,10 @@ def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
     any_rank(runtime, False)
     del net
     teardown(runtime)
-    names = [(THREADS / task / "comm").read_text() for task in os.listdir(THREADS)]
-    left = sum("gloo" in name for name in names)
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(left))
+    deadline = time.monotonic() + 10
+    while _gloo_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(_gloo_threads()))
 
 
 @pytest.mark.skipif(not THREADS.is_dir(), reason="needs Linux /proc")

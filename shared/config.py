@@ -137,6 +137,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "bfloat16"] = "bfloat16"
+    memory_format: Literal["channels_last", "contiguous"] = "channels_last"
     seed: int = _bounded(0, 0, None)
     init_from: str = ""
     init_bn_scale: float = _bounded(1.0, 0.0, None, lo_open=True)

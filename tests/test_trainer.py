@@ -350,3 +350,18 @@ def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "model.surrogate" in err and "atan" in err
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
+    """channels_last changes only the layout: the first step's loss is the contiguous one."""
+    losses = {}
+    for layout in ("channels_last", "contiguous"):
+        out = tmp_path / layout
+        settings = (
+            "train.steps=1",
+            "train.log_every=1",
+            f"train.memory_format={layout}",
+        )
+        assert run(out, *(arg for s in settings for arg in ("--set", s))) == 0
+        losses[layout] = read_records(out, "train")[0]["loss"]
+    assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-5)

@@ -353,7 +353,8 @@ def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
 
 
 def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
-    """channels_last changes only the layout: the first step's loss is the contiguous one."""
+    """channels_last changes only the layout: the first step's loss is the contiguous one,
+    and a run may be resumed in the other layout."""
     losses = {}
     for layout in ("channels_last", "contiguous"):
         out = tmp_path / layout
@@ -365,3 +366,9 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
         assert run(out, *(arg for s in settings for arg in ("--set", s))) == 0
         losses[layout] = read_records(out, "train")[0]["loss"]
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-5)
+    last = tmp_path / "contiguous" / "last.pt"
+    switch = ("train.steps=3", "train.memory_format=channels_last")
+    assert (
+        main(["--resume", str(last), *(a for s in switch for a in ("--set", s))]) == 0
+    )
+    assert load_checkpoint(last)["step"] == 3

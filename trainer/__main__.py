@@ -42,6 +42,7 @@ RESUMABLE_KEYS = (
     "train.ckpt_every",
     "train.threads",
     "train.device",
+    "train.memory_format",
     "data.workers",
     "data.root",
 )

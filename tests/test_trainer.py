@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from conftest import REPO, SAMPLES
 from torch.nn.parallel import DistributedDataParallel
 
-from shared.config import load_config
+from shared.config import load_config, override_arguments
 from shared.data.datasets import EvalPairs
 from shared.data.pairs import find_pairs
 from shared.evaluation import Frame, evaluate
@@ -219,6 +220,16 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
 
 
+def _on_two_ranks(rank_main: Callable[[int, int, str], None], out_dir: Path) -> list:
+    """Run ``rank_main(rank, port, out_dir)`` in two spawned processes on a free local
+    port; returns what each rank wrote to ``out_dir/rank<r>.json``, by rank."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(rank_main, args=(port, str(out_dir)), nprocs=2)
+    return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
 def _vote(rank: int, port: int, out_dir: str) -> None:
     """One rank of a two-process gloo group: rank 1 alone wants to stop, then none."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -231,12 +242,7 @@ def _vote(rank: int, port: int, out_dir: str) -> None:
 
 def test_a_stop_wanted_by_one_rank_stops_every_rank(tmp_path: Path) -> None:
     """The time budget must end the loop on all ranks at the same step."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_vote, args=(port, str(tmp_path)), nprocs=2)
-    for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True, False]
+    assert _on_two_ranks(_vote, tmp_path) == [[True, False], [True, False]]
 
 
 THREADS = Path("/proc/self/task")
@@ -273,14 +279,7 @@ def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
 @pytest.mark.skipif(not THREADS.is_dir(), reason="needs Linux /proc")
 def test_teardown_ends_the_gloo_threads(tmp_path: Path) -> None:
     """Threads that outlive teardown run into interpreter shutdown and can abort a rank."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(
-        _gloo_threads_after_teardown, args=(port, str(tmp_path)), nprocs=2
-    )
-    for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == 0
+    assert _on_two_ranks(_gloo_threads_after_teardown, tmp_path) == [0, 0]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -363,12 +362,10 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
             "train.log_every=1",
             f"train.memory_format={layout}",
         )
-        assert run(out, *(arg for s in settings for arg in ("--set", s))) == 0
+        assert run(out, *override_arguments(settings)) == 0
         losses[layout] = read_records(out, "train")[0]["loss"]
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-5)
     last = tmp_path / "contiguous" / "last.pt"
     switch = ("train.steps=3", "train.memory_format=channels_last")
-    assert (
-        main(["--resume", str(last), *(a for s in switch for a in ("--set", s))]) == 0
-    )
+    assert main(["--resume", str(last), *override_arguments(switch)]) == 0
     assert load_checkpoint(last)["step"] == 3

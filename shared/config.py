@@ -62,6 +62,7 @@ class ModelConfig:
     surrogate: Literal["atan", "sigmoid", "erf"] = "atan"
     surrogate_alpha: float = _bounded(2.0, 0.0, None, lo_open=True)
     detach_reset: bool = True
+    twin_gradient: Literal["exact", "surrogate"] = "exact"
     share_encoder: bool = True
     widths: tuple[int, ...] = (24, 48, 96)
     res_blocks: tuple[int, ...] = (0, 1, 2)

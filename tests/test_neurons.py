@@ -87,6 +87,48 @@ def test_rate_activation_follows_the_lif_rate_curve() -> None:
     assert isinstance(make_neuron(ModelConfig(kind="cnn")), RateActivation)
 
 
+def _rate_slope(act: RateActivation, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    x = x.clone().requires_grad_(True)
+    out = act(x)
+    out.sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.parametrize("sg", ["atan", "sigmoid", "erf"])
+def test_twin_surrogate_gradient_keeps_the_forward_and_reaches_idle_units(
+    sg: str,
+) -> None:
+    exact = make_neuron(ModelConfig(kind="cnn", twin_gradient="exact"))
+    smoothed = make_neuron(
+        ModelConfig(kind="cnn", twin_gradient="surrogate", surrogate=sg)
+    )
+    x = torch.tensor([0.5, 0.95, 1.5, 2.05, 2.5])
+    out_exact, slope_exact = _rate_slope(exact, x)
+    out_smoothed, slope_smoothed = _rate_slope(smoothed, x)
+    assert torch.equal(out_exact, out_smoothed)
+    assert slope_exact.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    # silent (x < V_th) and saturated (x > 2 V_th) units still get gradient
+    assert (slope_smoothed > 0).all()
+    assert slope_smoothed[2] == slope_smoothed.max()
+
+
+def test_twin_surrogate_slope_has_the_area_of_the_exact_slope() -> None:
+    x = torch.linspace(-20.0, 20.0, 40001, dtype=torch.float64)
+    for twin_gradient in ("exact", "surrogate"):
+        act = make_neuron(
+            ModelConfig(
+                kind="cnn",
+                v_threshold=0.5,
+                surrogate="sigmoid",
+                surrogate_alpha=4.0,
+                twin_gradient=twin_gradient,
+            )
+        )
+        _, slope = _rate_slope(act, x)
+        area = torch.trapezoid(slope, x).item()
+        assert area == pytest.approx(1.0, abs=1e-3)
+
+
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="backend"):
         FusedLIFNode(step_mode="s", backend="fused")

@@ -22,6 +22,7 @@ _NEURON_KEYS = (
     "surrogate",
     "surrogate_alpha",
     "detach_reset",
+    "twin_gradient",
 )
 
 

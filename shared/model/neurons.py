@@ -176,6 +176,42 @@ class FusedParametricLIFNode(_FusedMixin, neuron.ParametricLIFNode):
         return self.w.sigmoid()
 
 
+class _RateWithSurrogateGradient(torch.autograd.Function):
+    r"""The rate curve :math:`f(x) = \mathrm{clamp}(x / V_{th} - 1, 0, 1)` with a smoothed
+    gradient.
+
+    The exact derivative is the box :math:`1 / V_{th}` on :math:`[V_{th}, 2 V_{th}]` and
+    zero elsewhere: a unit below threshold or saturated gets no gradient, and once there it
+    stays there. The surrogate replaces both edges of the box by the smooth step
+    :math:`\sigma` of the SNN's surrogate function (its primitive),
+
+    .. math::
+        f'(x) \approx \frac{\sigma(z) - \sigma(z - 1)}{V_{th}},\quad z = x / V_{th} - 1,
+
+    which has the box's area and, like the LIF's surrogate, tails on both sides.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: Tensor,
+        v_threshold: float,
+        smooth_step: Callable[[Tensor, float], Tensor],
+        alpha: float,
+    ) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.v_threshold, ctx.smooth_step, ctx.alpha = v_threshold, smooth_step, alpha
+        return (x / v_threshold - 1.0).clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        z = x / ctx.v_threshold - 1.0
+        step = ctx.smooth_step
+        slope = (step(z, ctx.alpha) - step(z - 1.0, ctx.alpha)) / ctx.v_threshold
+        return grad_out * slope, None, None, None
+
+
 class RateActivation(nn.Module):
     r"""The CNN twin's stand-in for a LIF layer: its firing rate as a function of a
     constant input, :math:`f(x) = \mathrm{clamp}(x / V_{th} - 1, 0, 1)`.
@@ -184,15 +220,34 @@ class RateActivation(nn.Module):
     at rate 1/4 to 1/2 up to :math:`2 V_{th}` and at every step above it; ``f`` follows that
     curve, which keeps the twin's activations on the scale the SNN's thresholds expect, so
     its weights initialise the SNN (hybrid training).
+
+    ``surrogate_function`` (a SpikingJelly surrogate) gives the backward pass the smoothed
+    slope of :class:`_RateWithSurrogateGradient`, as the SNN's surrogate gradient does for
+    its spikes; without it the gradient is the exact one of the clamp. The forward pass is
+    the same either way.
     """
 
-    def __init__(self, v_threshold: float = 1.0) -> None:
+    def __init__(
+        self,
+        v_threshold: float = 1.0,
+        surrogate_function: surrogate.SurrogateFunctionBase | None = None,
+    ) -> None:
         super().__init__()
         self.v_threshold = v_threshold
+        self.surrogate_function = surrogate_function
         self.rate: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = (x / self.v_threshold - 1.0).clamp(0.0, 1.0)
+        sg = self.surrogate_function
+        if sg is None:
+            out = (x / self.v_threshold - 1.0).clamp(0.0, 1.0)
+        else:
+            out = _RateWithSurrogateGradient.apply(
+                x,
+                self.v_threshold,
+                type(sg).primitive_function,
+                sg.alpha,
+            )
         self.rate = out.detach().mean()
         return out
 
@@ -202,9 +257,10 @@ class RateActivation(nn.Module):
 
 def make_neuron(cfg: ModelConfig) -> nn.Module:
     """A multi-step spiking layer (``cfg.kind == 'snn'``) or the twin's activation."""
-    if cfg.kind == "cnn":
-        return RateActivation(cfg.v_threshold)
     sg = SURROGATES[cfg.surrogate](alpha=cfg.surrogate_alpha)
+    if cfg.kind == "cnn":
+        smoothed = sg if cfg.twin_gradient == "surrogate" else None
+        return RateActivation(cfg.v_threshold, smoothed)
     v_reset = 0.0 if cfg.reset == "hard" else None
     common = dict(
         v_threshold=cfg.v_threshold,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Config, ConfigError, dump_config, load_config, parse_override
+from shared.config import (
+    Config,
+    ConfigError,
+    config_from_stored,
+    dump_config,
+    load_config,
+    parse_override,
+)
 from shared.model.jscc import latent_channels
 from shared.model.registry import build_model
 
@@ -102,3 +109,11 @@ def test_latent_channels_follow_the_bandwidth_ratio() -> None:
     assert latent_channels(bits.model) == 6  # 6 * rho * 8^2 / T
     with pytest.raises(ConfigError, match="model.cbr"):
         latent_channels(load_config("default", ["model.cbr=0.05"]).model)
+
+
+def test_stored_configs_without_twin_gradient_keep_the_exact_gradient() -> None:
+    """Checkpoints written before ``model.twin_gradient`` existed resume as trained."""
+    stored = load_config("default").to_dict()
+    del stored["model"]["twin_gradient"]
+    assert config_from_stored(stored).model.twin_gradient == "exact"
+    assert load_config("default").model.twin_gradient == "surrogate"

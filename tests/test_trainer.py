@@ -333,8 +333,12 @@ def test_mismatched_config_names_the_keys(tmp_path: Path) -> None:
 
 
 def test_hybrid_initialisation_copies_the_twin(tmp_path: Path) -> None:
-    assert run(tmp_path, "--set", "train.steps=1", "--set", "model.kind=cnn") == 0
+    """A twin trained with either gradient initialises the SNN (the key is a neuron
+    setting, like the surrogate)."""
+    exact_twin = ("--set", "model.kind=cnn", "--set", "model.twin_gradient=exact")
+    assert run(tmp_path, "--set", "train.steps=1", *exact_twin) == 0
     cfg = load_config("tiny")
+    assert cfg.model.twin_gradient == "surrogate"
     snn = build_model(cfg.model)
     init_from_twin(snn, str(tmp_path / "model.pt"), cfg, bn_scale=2.0)
     twin = load_checkpoint(tmp_path / "model.pt")["model"]

@@ -176,6 +176,11 @@ class FusedParametricLIFNode(_FusedMixin, neuron.ParametricLIFNode):
         return self.w.sigmoid()
 
 
+def _rate_curve(x: Tensor, v_threshold: float) -> Tensor:
+    """The twin's firing rate for membrane input ``x``, in [0, 1]."""
+    return (x / v_threshold - 1.0).clamp(0.0, 1.0)
+
+
 class _RateWithSurrogateGradient(torch.autograd.Function):
     r"""The rate curve :math:`f(x) = \mathrm{clamp}(x / V_{th} - 1, 0, 1)` with a smoothed
     gradient.
@@ -201,7 +206,7 @@ class _RateWithSurrogateGradient(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x)
         ctx.v_threshold, ctx.smooth_step, ctx.alpha = v_threshold, smooth_step, alpha
-        return (x / v_threshold - 1.0).clamp(0.0, 1.0)
+        return _rate_curve(x, v_threshold)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
@@ -240,7 +245,7 @@ class RateActivation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         sg = self.surrogate_function
         if sg is None:
-            out = (x / self.v_threshold - 1.0).clamp(0.0, 1.0)
+            out = _rate_curve(x, self.v_threshold)
         else:
             out = _RateWithSurrogateGradient.apply(
                 x,

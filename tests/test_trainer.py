@@ -348,6 +348,32 @@ def test_hybrid_initialisation_copies_the_twin(tmp_path: Path) -> None:
     assert torch.allclose(snn.state_dict()[bn], 2.0 * twin[bn])
 
 
+def test_a_hybrid_stage_validates_its_starting_point(tmp_path: Path) -> None:
+    """With --init-from, step 0 is validated: the converted SNN before any SNN step, which
+    is what hybrid initialisation alone gives. A resumed run does not repeat it."""
+    twin_run = override_arguments(("train.steps=1", "model.kind=cnn"))
+    assert run(tmp_path / "twin", *twin_run) == 0
+    split = tmp_path / "val.txt"
+    split.write_text("stereo/cones_2003_Q\nstereo/kitti2012_000000_10\n")
+    twin = str(tmp_path / "twin" / "model.pt")
+    stage = ("train.steps=2", "train.val_every=10", f"data.val_split={split}")
+    out = tmp_path / "snn"
+    assert run(out, "--init-from", twin, *override_arguments(stage)) == 0
+    assert [r["step"] for r in read_records(out, "val")] == [0, 2]
+
+    cfg = load_config("tiny", [f"data.root={SAMPLES}", *stage])
+    converted = build_model(cfg.model)
+    init_from_twin(converted, twin, cfg, cfg.train.init_bn_scale)
+    expected = train_module.validate(converted, train_module.load_val_frames(cfg), cfg)
+    assert read_records(out, "val")[0]["psnr_mean"] == pytest.approx(
+        expected["psnr_mean"], abs=1e-4
+    )
+
+    longer = ("train.steps=3",)
+    assert main(["--resume", str(out / "last.pt"), *override_arguments(longer)]) == 0
+    assert [r["step"] for r in read_records(out, "val")] == [0, 2, 3]
+
+
 def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
     assert run(tmp_path, "--set", "model.surrogate=relu") == 2
     err = capsys.readouterr().err

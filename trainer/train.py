@@ -222,6 +222,35 @@ def train(
             _checkpoint(commit, model, optimizer, cfg, step, best, metrics),
         )
 
+    def validate_and_keep_best() -> None:
+        nonlocal best, metrics
+        metrics = validate(model, val_frames, cfg)
+        mlog.write(
+            "val",
+            {
+                "step": step,
+                "psnr_mean": metrics["psnr_mean"],
+                "per_snr": metrics["per_snr"],
+            },
+        )
+        log.info(
+            "step %d validation: mean PSNR %.2f dB (%s)",
+            step,
+            metrics["psnr_mean"],
+            ", ".join(
+                f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
+                for r in metrics["per_snr"]
+            ),
+        )
+        if metrics["psnr_mean"] > best:
+            best = metrics["psnr_mean"]
+            save("best.pt")
+
+    if resume is None and tc.init_from and val_frames:
+        # The starting point of a hybrid or fine-tuning stage, as step 0 (for a twin
+        # copied into the SNN this is the conversion gap before any SNN step).
+        validate_and_keep_best()
+
     for step, batch in zip(range(start, tc.steps), loader):
         model.train()
         lr = learning_rate(step, tc)
@@ -290,27 +319,7 @@ def train(
             and val_frames
             and (step % tc.val_every == 0 or step == tc.steps)
         ):
-            metrics = validate(model, val_frames, cfg)
-            mlog.write(
-                "val",
-                {
-                    "step": step,
-                    "psnr_mean": metrics["psnr_mean"],
-                    "per_snr": metrics["per_snr"],
-                },
-            )
-            log.info(
-                "step %d validation: mean PSNR %.2f dB (%s)",
-                step,
-                metrics["psnr_mean"],
-                ", ".join(
-                    f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
-                    for r in metrics["per_snr"]
-                ),
-            )
-            if metrics["psnr_mean"] > best:
-                best = metrics["psnr_mean"]
-                save("best.pt")
+            validate_and_keep_best()
         if runtime.is_main and step % tc.ckpt_every == 0:
             save("last.pt")
         over_budget = (

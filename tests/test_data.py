@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -222,6 +223,19 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
         TrainBatches([], [], cfg, 4, 0)
 
 
+def tree_config(root: Path, **settings: object) -> DataConfig:
+    """Data settings for a test tree with ``stereo/`` pairs and ``mono/`` photos, 16x32
+    training crops."""
+    return DataConfig(
+        root=str(root),
+        stereo=("stereo",),
+        mono=("mono",),
+        crop_height=16,
+        crop_width=32,
+        **settings,
+    )
+
+
 def truncate(path: Path) -> Path:
     """Keep the header of an image file and cut its pixel data short."""
     data = path.read_bytes()
@@ -239,14 +253,7 @@ def test_images_that_fail_to_decode_stop_or_are_skipped(tmp_path: Path, caplog) 
     write_image(tmp_path / "stereo/b/left.png", 40, 80, seed=5)
     truncate(write_image(tmp_path / "stereo/b/right.png", 40, 80, seed=6))
     for on_error in ("error", "skip"):
-        cfg = DataConfig(
-            root=str(tmp_path),
-            stereo=("stereo",),
-            mono=("mono",),
-            crop_height=16,
-            crop_width=32,
-            on_error=on_error,
-        )
+        cfg = tree_config(tmp_path, on_error=on_error)
         pairs, mono = training_sources(cfg)
         assert len(pairs) == 2 and len(mono) == 2
         batches = TrainBatches(pairs, mono, cfg, batch_size=8, seed=0)
@@ -268,3 +275,25 @@ def test_validation_split_is_excluded_from_training(tmp_path: Path) -> None:
     pairs, mono = training_sources(cfg)
     assert len(pairs) == 6 and not mono
     assert all("cones" not in p.name for p in pairs)
+
+
+def test_images_smaller_than_the_crop_are_left_out(tmp_path: Path, caplog) -> None:
+    """A mono photo needs the crop plus the disparity margin (32 + ceil(0.25 * 32) = 40
+    columns here); photos and pairs that cannot hold it are left out with a warning that
+    names them, and the stream then draws only from the others."""
+    write_image(tmp_path / "mono/wide.png", 20, 40, seed=1)
+    write_image(tmp_path / "mono/narrow.png", 40, 39, seed=2)
+    write_image(tmp_path / "stereo/a/left.png", 15, 80, seed=3)
+    write_image(tmp_path / "stereo/a/right.png", 15, 80, seed=4)
+    cfg = tree_config(tmp_path, max_disparity=0.25)
+    pairs, mono = training_sources(cfg)
+    with caplog.at_level(logging.WARNING):
+        batches = TrainBatches(pairs, mono, cfg, batch_size=8, seed=0)
+    assert [p.name for p in batches.mono] == ["wide.png"] and not batches.pairs
+    assert "2 of 3 training images" in caplog.text
+    assert "narrow.png (40x39)" in caplog.text and "left.png (15x80)" in caplog.text
+    assert {tuple(batches[step]["left"].shape) for step in range(3)} == {(8, 3, 16, 32)}
+
+    too_large = dataclasses.replace(cfg, crop_height=32, crop_width=64)
+    with pytest.raises(DataError, match="data.crop_height"):
+        TrainBatches(pairs, mono, too_large, batch_size=8, seed=0)

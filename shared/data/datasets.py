@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 from shared.channel.rng import generator_for
 from shared.config import DataConfig
 from shared.data.crops import eval_crop, random_scaled_box, resize, stereo_flip
-from shared.data.images import DataError, read_image, to_float
+from shared.data.images import DataError, image_size, read_image, to_float
 from shared.data.pairs import (
     StereoPair,
     exclude_pairs,
@@ -25,6 +26,54 @@ from shared.data.synthesis import mono_to_stereo
 
 #: Draws a training sample may take when images fail to decode (``on_error='skip'``).
 MAX_REDRAWS = 100
+
+log = logging.getLogger(__name__)
+
+
+def mono_crop_width(cfg: DataConfig) -> int:
+    """Width of the crop a mono photo gives: the training crop plus the disparity margin
+    that :func:`mono_to_stereo` shifts into view (pixels)."""
+    return cfg.crop_width + math.ceil(cfg.max_disparity * cfg.crop_width)
+
+
+def large_enough_sources(
+    pairs: list[StereoPair], mono: list[Path], cfg: DataConfig
+) -> tuple[list[StereoPair], list[Path]]:
+    """The pairs and mono photos that hold a training crop (read from the file headers).
+
+    The others are left out with one warning that counts them and names a few; a header
+    that does not open stops or is skipped by ``cfg.on_error``.
+    """
+    needs = {
+        "stereo": (cfg.crop_height, cfg.crop_width),
+        "mono": (cfg.crop_height, mono_crop_width(cfg)),
+    }
+    small: list[str] = []
+
+    def fits(path: Path, kind: str) -> bool:
+        try:
+            height, width = image_size(path)
+        except DataError as exc:
+            skip_or_raise(str(exc), cfg.on_error)
+            return False
+        if height >= needs[kind][0] and width >= needs[kind][1]:
+            return True
+        small.append(f"{path} ({height}x{width})")
+        return False
+
+    kept_pairs = [p for p in pairs if fits(p.left, "stereo")]
+    kept_mono = [p for p in mono if fits(p, "mono")]
+    if small:
+        log.warning(
+            "%d of %d training images are smaller than the crop (%dx%d, mono photos "
+            "%dx%d with the disparity margin) and are left out, e.g. %s",
+            len(small),
+            len(pairs) + len(mono),
+            *needs["stereo"],
+            *needs["mono"],
+            ", ".join(small[:3]),
+        )
+    return kept_pairs, kept_mono
 
 
 class EvalPairs(Dataset):
@@ -73,6 +122,12 @@ class TrainBatches(Dataset):
             raise DataError(
                 "no training images: both the stereo and mono lists are empty"
             )
+        pairs, mono = large_enough_sources(pairs, mono, cfg)
+        if not pairs and not mono:
+            raise DataError(
+                f"no training image holds the crop {cfg.crop_height}x{cfg.crop_width} "
+                "(config keys 'data.crop_height', 'data.crop_width'); use a smaller crop"
+            )
         self.pairs, self.mono, self.cfg = pairs, mono, cfg
         self.batch_size, self.seed, self.rank = batch_size, seed, rank
         self._cache: dict[Path, Tensor] = {}
@@ -113,7 +168,7 @@ class TrainBatches(Dataset):
             self.mono[int(torch.randint(len(self.mono), (), generator=g))]
         )
         max_disp = self.cfg.max_disparity * self.cfg.crop_width
-        wide = self.cfg.crop_width + math.ceil(max_disp)
+        wide = mono_crop_width(self.cfg)
         box = random_scaled_box(
             image.shape[1],
             image.shape[2],

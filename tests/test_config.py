@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from shared.config import (
     Config,
@@ -12,6 +13,7 @@ from shared.config import (
     load_config,
     parse_override,
 )
+from shared.model.checkpoint import load_model
 from shared.model.jscc import latent_channels
 from shared.model.registry import build_model
 
@@ -117,3 +119,15 @@ def test_stored_configs_without_twin_gradient_keep_the_exact_gradient() -> None:
     del stored["model"]["twin_gradient"]
     assert config_from_stored(stored).model.twin_gradient == "exact"
     assert load_config("default").model.twin_gradient == "surrogate"
+
+
+@pytest.mark.parametrize(
+    ("file", "kind"), [("snn_default.pt", "snn"), ("cnn_twin.pt", "cnn")]
+)
+def test_bundled_models_are_built_with_the_default_model_section(
+    file: str, kind: str
+) -> None:
+    """``--config default`` reproduces the bundled architecture, and the weights fit it."""
+    expected = load_config("default", [f"model.kind={kind}"])
+    _, stored = load_model(REPO / "models" / file, expected=expected)
+    assert stored.model == expected.model

@@ -29,7 +29,7 @@ from trainer.__main__ import main
 from trainer.distributed import Runtime, any_rank, setup, teardown
 from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
-from trainer.train import TrainingError, _check_silent
+from trainer.train import TrainingError, _check_silent, mixed_precision
 
 TINY_ON_SAMPLES = [
     "--config",
@@ -382,14 +382,15 @@ def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
 
 
 def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
-    """channels_last changes only the layout: the first step's loss is the contiguous one,
-    and a run may be resumed in the other layout."""
+    """channels_last changes only the layout: in float32 the first step's loss is the
+    contiguous one, and a run may be resumed in the other layout."""
     losses = {}
     for layout in ("channels_last", "contiguous"):
         out = tmp_path / layout
         settings = (
             "train.steps=1",
             "train.log_every=1",
+            "train.precision=float32",
             f"train.memory_format={layout}",
         )
         assert run(out, *override_arguments(settings)) == 0
@@ -399,3 +400,29 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
     switch = ("train.steps=3", "train.memory_format=channels_last")
     assert main(["--resume", str(last), *override_arguments(switch)]) == 0
     assert load_checkpoint(last)["step"] == 3
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    reason="this CPU has no native bfloat16",
+)
+def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) -> None:
+    """``train.precision=bfloat16`` runs the CPU convolutions in bfloat16; the first
+    step's loss stays within bfloat16 rounding of the float32 one."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with mixed_precision(torch.device("cpu"), "bfloat16"):
+        assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16
+    with mixed_precision(torch.device("cpu"), "float32"):
+        assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.float32
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        settings = (
+            "train.steps=1",
+            "train.log_every=1",
+            f"train.precision={precision}",
+        )
+        assert run(out, *override_arguments(settings)) == 0
+        losses[precision] = read_records(out, "train")[0]["loss"]
+    assert losses["bfloat16"] != losses["float32"]
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)

@@ -381,20 +381,24 @@ def test_bad_config_stops_before_training(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "last.pt").exists()
 
 
+def first_loss(out: Path, *settings: str) -> float:
+    """The loss of a one-step tiny run with ``settings`` (dotted overrides)."""
+    one_step = ("train.steps=1", "train.log_every=1", *settings)
+    assert run(out, *override_arguments(one_step)) == 0
+    return read_records(out, "train")[0]["loss"]
+
+
 def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
     """channels_last changes only the layout: in float32 the first step's loss is the
     contiguous one, and a run may be resumed in the other layout."""
-    losses = {}
-    for layout in ("channels_last", "contiguous"):
-        out = tmp_path / layout
-        settings = (
-            "train.steps=1",
-            "train.log_every=1",
+    losses = {
+        layout: first_loss(
+            tmp_path / layout,
             "train.precision=float32",
             f"train.memory_format={layout}",
         )
-        assert run(out, *override_arguments(settings)) == 0
-        losses[layout] = read_records(out, "train")[0]["loss"]
+        for layout in ("channels_last", "contiguous")
+    }
     assert losses["channels_last"] == pytest.approx(losses["contiguous"], rel=1e-5)
     last = tmp_path / "contiguous" / "last.pt"
     switch = ("train.steps=3", "train.memory_format=channels_last")
@@ -414,15 +418,9 @@ def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) 
         assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16
     with mixed_precision(torch.device("cpu"), "float32"):
         assert conv(torch.rand(1, 3, 8, 8)).dtype == torch.float32
-    losses = {}
-    for precision in ("float32", "bfloat16"):
-        out = tmp_path / precision
-        settings = (
-            "train.steps=1",
-            "train.log_every=1",
-            f"train.precision={precision}",
-        )
-        assert run(out, *override_arguments(settings)) == 0
-        losses[precision] = read_records(out, "train")[0]["loss"]
+    losses = {
+        precision: first_loss(tmp_path / precision, f"train.precision={precision}")
+        for precision in ("float32", "bfloat16")
+    }
     assert losses["bfloat16"] != losses["float32"]
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)

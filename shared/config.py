@@ -142,6 +142,7 @@ class TrainConfig:
     seed: int = _bounded(0, 0, None)
     init_from: str = ""
     init_bn_scale: float = _bounded(1.0, 0.0, None, lo_open=True)
+    freeze_bn: bool = False
     max_minutes: float = _bounded(0.0, 0.0, None)
     threads: int = _bounded(0, 0, 256)
 

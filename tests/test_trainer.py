@@ -424,3 +424,25 @@ def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) 
     }
     assert losses["bfloat16"] != losses["float32"]
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(tmp_path: Path) -> None:
+    """A stage with ``train.freeze_bn`` normalises with the starting point's running
+    statistics and leaves them as they were, while convolutions and BN scales learn;
+    without it the statistics move."""
+    assert run(tmp_path / "start", "--set", "train.steps=2") == 0
+    start = load_checkpoint(tmp_path / "start" / "model.pt")["model"]
+    ends = {}
+    for frozen in ("true", "false"):
+        out = tmp_path / f"frozen_{frozen}"
+        stage = ("train.steps=3", f"train.freeze_bn={frozen}")
+        init = ("--init-from", str(tmp_path / "start" / "model.pt"))
+        assert run(out, *init, *override_arguments(stage)) == 0
+        ends[frozen] = load_checkpoint(out / "last.pt")["model"]
+    bn = "encoder_left.stem.1"
+    for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+        key = f"{bn}.{buffer}"
+        assert torch.equal(ends["true"][key], start[key])
+        assert not torch.equal(ends["false"][key], start[key])
+    for learned in (f"{bn}.weight", "encoder_left.stem.0.weight"):
+        assert not torch.equal(ends["true"][learned], start[learned])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -66,6 +67,19 @@ def mixed_precision(
         log.warning("this CPU has no native bfloat16: training in float32")
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every BatchNorm layer of ``model`` in eval mode (``train.freeze_bn``).
+
+    The layers then normalise with their running statistics and no longer update them,
+    while their scale and shift still learn: the training step computes the function
+    that is evaluated, whatever the batch size. For a further stage of a converged model
+    on batches smaller than it was trained with (docs/RESULTS.md).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 class TrainingError(RuntimeError):
@@ -267,6 +281,8 @@ def train(
 
     for step, batch in zip(range(start, tc.steps), loader):
         model.train()
+        if tc.freeze_bn:
+            freeze_batchnorm(model)
         lr = learning_rate(step, tc)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -29,7 +29,12 @@ from trainer.__main__ import main
 from trainer.distributed import Runtime, any_rank, setup, teardown
 from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
-from trainer.train import TrainingError, _check_silent, mixed_precision
+from trainer.train import (
+    TrainingError,
+    _check_silent,
+    cpu_has_bfloat16,
+    mixed_precision,
+)
 
 TINY_ON_SAMPLES = [
     "--config",
@@ -407,7 +412,7 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    not cpu_has_bfloat16(),
     reason="this CPU has no native bfloat16",
 )
 def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) -> None:

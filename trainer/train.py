@@ -51,19 +51,24 @@ MEMORY_FORMATS = {
 }
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU's oneDNN computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def mixed_precision(
     device: torch.device, precision: str
 ) -> torch.autocast | nullcontext:
     """The autocast context of the forward pass and the loss for ``train.precision``.
 
     ``bfloat16`` autocasts on CUDA, and on a CPU whose oneDNN has native bfloat16
-    (AVX512-BF16 or AMX), where it trains several times faster than float32
+    (AVX512-BF16 or AMX), where the wide SNN trains 1.5 times as fast as in float32
     (docs/RESULTS.md). A CPU without it would emulate bfloat16 slowly, so it trains in
     float32 and the log says so. Weights, optimiser state and validation stay float32.
     """
     if precision != "bfloat16":
         return nullcontext()
-    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and not cpu_has_bfloat16():
         log.warning("this CPU has no native bfloat16: training in float32")
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -78,7 +83,7 @@ def freeze_batchnorm(model: nn.Module) -> None:
     on batches smaller than it was trained with (docs/RESULTS.md).
     """
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, nn.BatchNorm2d):
             module.eval()
 
 

@@ -143,6 +143,7 @@ class TrainConfig:
     init_from: str = ""
     init_bn_scale: float = _bounded(1.0, 0.0, None, lo_open=True)
     freeze_bn: bool = False
+    ema_decay: float = _bounded(0.0, 0.0, 0.9999)
     max_minutes: float = _bounded(0.0, 0.0, None)
     threads: int = _bounded(0, 0, 256)
 

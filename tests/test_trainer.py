@@ -27,6 +27,7 @@ from shared.model.registry import build_model
 from trainer import train as train_module
 from trainer.__main__ import main
 from trainer.distributed import Runtime, any_rank, setup, teardown
+from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
 from trainer.train import (
@@ -120,8 +121,10 @@ def test_checkpoint_round_trip(tmp_path: Path, sample_pair) -> None:
     assert "optimizer" not in load_checkpoint(tmp_path / "model.pt")
 
 
-def test_resume_continues_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", ["0", "0.5"])
+def test_resume_continues_exactly(tmp_path: Path, ema_decay: str) -> None:
     steps = ["--set", "train.steps=6", "--set", "train.ckpt_every=100"]
+    steps += ["--set", f"train.ema_decay={ema_decay}"]
     assert run(tmp_path / "straight", *steps) == 0
     assert run(tmp_path / "paused", *steps, "--set", "train.max_minutes=1.0e-9") == 0
     assert load_checkpoint(tmp_path / "paused" / "last.pt")["step"] == 1
@@ -141,6 +144,11 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert b["step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+    assert ("ema" in b) == (ema_decay != "0")
+    if "ema" in b:
+        assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+        for key, value in a["ema"]["model"].items():
+            assert torch.equal(value, b["ema"]["model"][key]), key
 
 
 def test_resume_refuses_a_different_model(tmp_path: Path, capsys) -> None:
@@ -451,3 +459,61 @@ def test_frozen_batchnorm_keeps_the_running_statistics(tmp_path: Path) -> None:
         assert not torch.equal(ends["false"][key], start[key])
     for learned in (f"{bn}.weight", "encoder_left.stem.0.weight"):
         assert not torch.equal(ends["true"][learned], start[learned])
+
+
+def test_weight_average_moves_by_one_minus_decay() -> None:
+    """Each update takes ``1 - decay`` of the step from the average to the model for
+    weights and running statistics (once for an encoder shared by both views), and
+    copies integer buffers."""
+    cfg = load_config("tiny")
+    model = build_model(cfg.model, cfg.channel)
+    average = WeightAverage(model, decay=0.75)
+    before = {k: v.clone() for k, v in average.model.state_dict().items()}
+    with torch.no_grad():
+        for value in [*model.parameters(), *model.buffers()]:
+            value.add_(1.0 if value.is_floating_point() else 7)
+    average.update(model)
+    after = average.model.state_dict()
+    assert average.updates == 1
+    assert not any(p.requires_grad for p in average.model.parameters())
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            expected = 0.75 * before[name] + 0.25 * value
+            assert torch.allclose(after[name], expected, atol=1e-6), name
+        else:
+            assert torch.equal(after[name], value), name
+
+
+def test_moving_average_is_what_the_run_validates_and_exports(tmp_path: Path) -> None:
+    """With ``train.ema_decay`` validation, the exported model and ``load_model`` on
+    any checkpoint use the averaged weights, not the last trained ones."""
+    split = tmp_path / "val.txt"
+    split.write_text("stereo/cones_2003_Q\nstereo/kitti2012_000000_10\n")
+    stage = (
+        "train.steps=4",
+        "train.val_every=4",
+        "train.ema_decay=0.6",
+        "train.lr=0.01",
+        f"data.val_split={split}",
+    )
+    out = tmp_path / "run"
+    assert run(out, *override_arguments(stage)) == 0
+    last = load_checkpoint(out / "last.pt")
+    exported = load_checkpoint(out / "model.pt")
+    assert "ema" not in exported and last["ema"]["updates"] == 4
+    key = "encoder_left.stem.0.weight"
+    assert not torch.equal(last["ema"]["model"][key], last["model"][key])
+    assert torch.equal(exported["model"][key], last["ema"]["model"][key])
+
+    averaged, cfg = load_model(out / "last.pt")
+    assert torch.equal(averaged.state_dict()[key], last["ema"]["model"][key])
+    trained = build_model(cfg.model, cfg.channel)
+    trained.load_state_dict(last["model"])
+    frames = train_module.load_val_frames(cfg)
+    logged = read_records(out, "val")[-1]["psnr_mean"]
+    assert train_module.validate(averaged, frames, cfg)["psnr_mean"] == pytest.approx(
+        logged, abs=1e-4
+    )
+    assert train_module.validate(trained, frames, cfg)["psnr_mean"] != pytest.approx(
+        logged, abs=1e-4
+    )

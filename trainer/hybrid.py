@@ -9,6 +9,7 @@ from shared.config import Config
 from shared.model.checkpoint import (
     CheckpointError,
     config_differences,
+    evaluated_weights,
     load_checkpoint,
     load_state_strict,
 )
@@ -46,7 +47,7 @@ def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) ->
             f"--init-from {path}: the twin's model config differs: " + "; ".join(diffs)
         )
     load_state_strict(
-        model, ckpt["model"], f"--init-from {path}", ignore_missing=(".w",)
+        model, evaluated_weights(ckpt), f"--init-from {path}", ignore_missing=(".w",)
     )
     with torch.no_grad():
         for module in model.modules():

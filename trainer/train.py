@@ -25,6 +25,7 @@ from shared.data.datasets import (
 )
 from shared.evaluation import Frame, evaluate
 from shared.model.checkpoint import (
+    evaluated_weights,
     git_commit,
     load_checkpoint,
     load_state_strict,
@@ -34,6 +35,7 @@ from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
 from shared.signals import StopFlag
 from trainer.distributed import Runtime, any_rank
+from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
 from trainer.logs import MetricsLog
 from trainer.loss import stereo_loss
@@ -143,7 +145,9 @@ def _checkpoint(
     step: int,
     best: float,
     metrics: dict[str, Any],
+    average: WeightAverage | None,
 ) -> dict[str, Any]:
+    extra = {"ema": average.state_dict()} if average is not None else {}
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -153,6 +157,7 @@ def _checkpoint(
         "best_metric": best,
         "metrics": metrics,
         "git_commit": commit,
+        **extra,
     }
 
 
@@ -204,6 +209,9 @@ def train(
         start, best, metrics = resume["step"], resume["best_metric"], resume["metrics"]
     elif tc.init_from:
         init_from_twin(model, tc.init_from, cfg, tc.init_bn_scale)
+    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
+    if average is not None and resume is not None and "ema" in resume:
+        average.load_state_dict(resume["ema"], "resume checkpoint (ema)")
     net = DistributedDataParallel(model) if runtime.ddp else model
 
     pairs, mono = training_sources(cfg.data)
@@ -252,12 +260,12 @@ def train(
     def save(name: str) -> None:
         save_checkpoint(
             out_dir / name,
-            _checkpoint(commit, model, optimizer, cfg, step, best, metrics),
+            _checkpoint(commit, model, optimizer, cfg, step, best, metrics, average),
         )
 
     def validate_and_keep_best() -> None:
         nonlocal best, metrics
-        metrics = validate(model, val_frames, cfg)
+        metrics = validate(model if average is None else average.model, val_frames, cfg)
         mlog.write(
             "val",
             {
@@ -318,6 +326,8 @@ def train(
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         step += 1
         bar.update(1)
 
@@ -389,7 +399,9 @@ def train(
 
 
 def _export(out_dir: Path) -> None:
-    """Write ``model.pt``: the best weights with config and metrics, without the optimiser."""
+    """Write ``model.pt``: the best weights (their average when ``train.ema_decay`` is
+    set) with config and metrics, without the optimiser."""
     ckpt = load_checkpoint(out_dir / "best.pt")
-    slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "format")}
+    slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "format", "ema")}
+    slim["model"] = evaluated_weights(ckpt)
     save_checkpoint(out_dir / "model.pt", slim)

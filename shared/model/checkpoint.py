@@ -70,6 +70,13 @@ def load_checkpoint(
     return ckpt
 
 
+def evaluated_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint is evaluated with: its moving average of the weights when
+    it holds one (``train.ema_decay``), else the trained weights."""
+    average = ckpt.get("ema")
+    return average["model"] if average else ckpt["model"]
+
+
 def config_differences(
     a: dict[str, Any], b: dict[str, Any], prefix: str = ""
 ) -> list[str]:
@@ -135,5 +142,5 @@ def load_model(
                 f"config: " + "; ".join(diffs)
             )
     model = build_model(cfg.model, cfg.channel)
-    load_state_strict(model, ckpt["model"], f"checkpoint {path}")
+    load_state_strict(model, evaluated_weights(ckpt), f"checkpoint {path}")
     return model.to(device).eval(), cfg

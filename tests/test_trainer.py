@@ -53,6 +53,13 @@ def run(tmp: Path, *extra: str) -> int:
     return main([*TINY_ON_SAMPLES, "--out", str(tmp), *extra])
 
 
+def two_pair_split(folder: Path) -> Path:
+    """A validation split file of two bundled sample pairs, written in ``folder``."""
+    split = folder / "val.txt"
+    split.write_text("stereo/cones_2003_Q\nstereo/kitti2012_000000_10\n")
+    return split
+
+
 def sample_frames(height: int, width: int) -> list[Frame]:
     pairs = EvalPairs(find_pairs(SAMPLES / "stereo"), height, width)
     return [Frame(i, p["name"], p["left"], p["right"]) for i, p in enumerate(pairs)]
@@ -366,8 +373,7 @@ def test_a_hybrid_stage_validates_its_starting_point(tmp_path: Path) -> None:
     is what hybrid initialisation alone gives. A resumed run does not repeat it."""
     twin_run = override_arguments(("train.steps=1", "model.kind=cnn"))
     assert run(tmp_path / "twin", *twin_run) == 0
-    split = tmp_path / "val.txt"
-    split.write_text("stereo/cones_2003_Q\nstereo/kitti2012_000000_10\n")
+    split = two_pair_split(tmp_path)
     twin = str(tmp_path / "twin" / "model.pt")
     stage = ("train.steps=2", "train.val_every=10", f"data.val_split={split}")
     out = tmp_path / "snn"
@@ -487,8 +493,7 @@ def test_weight_average_moves_by_one_minus_decay() -> None:
 def test_moving_average_is_what_the_run_validates_and_exports(tmp_path: Path) -> None:
     """With ``train.ema_decay`` validation, the exported model and ``load_model`` on
     any checkpoint use the averaged weights, not the last trained ones."""
-    split = tmp_path / "val.txt"
-    split.write_text("stereo/cones_2003_Q\nstereo/kitti2012_000000_10\n")
+    split = two_pair_split(tmp_path)
     stage = (
         "train.steps=4",
         "train.val_every=4",

@@ -7,7 +7,7 @@ TORCH ?= cpu
 STAMP := $(VENV)/.installed-$(TORCH)
 SPIKINGJELLY := spikingjelly==0.0.0.0.14
 
-.PHONY: install test test-all demo lint clean-venv
+.PHONY: install test test-fast test-all demo lint clean-venv
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints-$(TORCH).txt
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The unit tests only (no process, training run or handler fuzzing): under a minute.
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow and not heavy'
 
 test-all: install
 	$(BIN)/python -m pytest -q -m ''

@@ -1,15 +1,15 @@
 """``python -m channel_sim``: the wireless channel between transmitter and receiver.
 
 Binds a PULL socket for latents (``link.channel_in``), a PUSH socket towards the receiver
-(``link.channel_out``) and a REP control socket (``link.channel_control``). Each view is
-modulated, power-normalised and sent through the configured channel with the shared code of
-``shared.channel`` (the trainer's), seeded by ``(channel.seed, seq, view)``. Control
-requests (``ctrl`` messages, meta ``cmd``): ``set`` changes the SNR / channel now or
-``from_seq`` on; ``stats`` returns the counters; ``stop`` ends the process.
+(``link.channel_out``) and a REP control socket (``link.channel_control``). Each view goes
+through the configured channel by the hop of :mod:`shared.link.hop` (the trainer's code),
+seeded by ``(channel.seed, seq, view)``. Control requests: ``set`` changes the SNR /
+channel now or ``from_seq`` on; ``stats`` returns the counters; ``stop`` ends the process.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -18,32 +18,38 @@ import torch
 import zmq
 
 from channel_sim.settings import ChannelSettings
-from shared.channel.modulation import channel_input_from_latent, signalling_for
 from shared.channel.rng import generator_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import Config, ConfigError
-from shared.process import (
+from shared.config import Config
+from shared.errors import ConfigError, ProtocolError, WireError
+from shared.link.hop import send as send_through
+from shared.link.messages import (
+    ChannelView,
+    ControlReply,
+    ControlRequest,
+    EndOfStream,
+    Heartbeat,
+    LatentView,
+    SetRequest,
+    StatsRequest,
+    channel_meta,
+    read_from_transmitter,
+    read_request,
+)
+from shared.link.process import run_process
+from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
     PeerWatch,
-    StopFlag,
     close_all,
     open_sender,
     open_socket,
     receive,
-    run_process,
     send,
     wait_for_hangup,
 )
-from shared.protocol import (
-    ProtocolError,
-    channel_message,
-    describe_channel,
-    heartbeat,
-    parse_eos,
-    parse_latent,
-)
-from shared.wire import Message, WireError, decode_message, encode_message
+from shared.signals import StopFlag
+from shared.wire import decode_message
 
 NAME = "channel"
 
@@ -51,74 +57,61 @@ NAME = "channel"
 class ChannelProcess:
     """State and handlers of the channel process."""
 
-    def __init__(self, cfg: Config, log, stop: StopFlag) -> None:
+    def __init__(self, cfg: Config, log: logging.Logger, stop: StopFlag) -> None:
         self.cfg, self.log, self.stop = cfg, log, stop
         self.settings = ChannelSettings(cfg.channel)
         self.drops = DropCounter(log)
         self.counts: Counter[str] = Counter()
 
-    def apply(self, msg: Message) -> Message:
-        """Channel output for one transmitter data message."""
-        latent, mode, steps = parse_latent(msg)
-        settings = self.settings.at(msg.seq)
+    def apply(self, sent: LatentView) -> ChannelView:
+        """The channel's output for one view from the transmitter."""
+        settings = self.settings.at(sent.seq)
         try:
-            channel = WirelessChannel.from_config(settings, signalling_for(mode))
-        except ValueError as exc:
+            channel = WirelessChannel.for_code(settings, sent.code)
+        except ConfigError as exc:
             raise ProtocolError(
-                f"latent {mode!r} over channel {settings.kind!r}: {exc}"
-            )
-        x = channel_input_from_latent(latent, mode, steps)
-        use = channel.propagate(
-            channel.transmit(x),
+                f"latent {sent.code.name!r} over channel {settings.kind!r}: {exc}"
+            ) from None
+        use = send_through(
+            sent.code,
+            channel,
+            torch.from_numpy(sent.latent)[None],
             torch.tensor([float(settings.snr_db)]),
-            generator_for(settings.seed, msg.seq, msg.view),
+            generator_for(settings.seed, sent.seq, sent.view),
         )
-        return channel_message(
-            msg, use, tuple(latent.shape[1:]), describe_channel(settings)
-        )
+        return ChannelView.after(sent, use, settings)
 
-    def control(self, raw: bytes) -> Message:
-        """Reply to one control request."""
+    def control(self, raw: bytes) -> ControlReply:
+        """The reply to one control request; a refused one says why."""
         try:
-            request = decode_message(raw, self.cfg.link.max_message_bytes)
-            if request.type != "ctrl":
-                raise ProtocolError(f"control socket got a {request.type!r} message")
-            fields = dict(request.meta)
-            cmd = fields.pop("cmd", None)
-            if cmd == "set":
-                from_seq = fields.pop("from_seq", None)
-                if from_seq is not None and (
-                    not isinstance(from_seq, int)
-                    or isinstance(from_seq, bool)
-                    or from_seq < 0
-                ):
-                    raise ProtocolError(
-                        f"from_seq {from_seq!r} is not a sequence number"
-                    )
-                merged = self.settings.change(fields, from_seq)
-                self.counts["control_set"] += 1
-                when = "now" if from_seq is None else f"from frame {from_seq}"
-                self.log.info("settings %s: %s", when, describe_channel(merged))
-                return Message(
-                    type="ctrl", meta={"ok": True, **describe_channel(merged)}
-                )
-            if cmd == "stats":
-                return Message(type="ctrl", meta={"ok": True, **self.stats()})
-            if cmd == "stop":
-                self.stop.set("control stop")
-                return Message(type="ctrl", meta={"ok": True})
-            raise ProtocolError(f"unknown command {cmd!r}; allowed: set, stats, stop")
-        except (WireError, ConfigError) as exc:
-            if isinstance(exc, WireError):
-                self.drops.add("control", exc)
-            return Message(type="ctrl", meta={"ok": False, "error": str(exc)})
+            request = read_request(decode_message(raw, self.cfg.link.max_message_bytes))
+            return ControlReply(True, self.answer(request))
+        except WireError as exc:
+            self.drops.add("control", exc)
+            return ControlReply(False, error=str(exc))
+        except ConfigError as exc:
+            return ControlReply(False, error=str(exc))
+
+    def answer(self, request: ControlRequest) -> dict[str, object]:
+        if isinstance(request, SetRequest):
+            merged = self.settings.change(dict(request.fields), request.from_seq)
+            self.counts["control_set"] += 1
+            when = (
+                "now" if request.from_seq is None else f"from frame {request.from_seq}"
+            )
+            self.log.info("settings %s: %s", when, channel_meta(merged))
+            return channel_meta(merged)
+        if isinstance(request, StatsRequest):
+            return self.stats()
+        self.stop.set("control stop")
+        return {}
 
     def stats(self) -> dict[str, object]:
         return {
             **{f"count_{k}": v for k, v in self.counts.items()},
             **{f"dropped_{k}": v for k, v in self.drops.counts.items()},
             "dropped": self.drops.total,
-            **describe_channel(self.settings.base),
+            **channel_meta(self.settings.base),
         }
 
     def serve(self) -> int:
@@ -141,19 +134,20 @@ class ChannelProcess:
             while not self.stop.is_set:
                 events = dict(poller.poll(POLL_SLICE_MS))
                 if rep in events:
-                    rep.send(encode_message(self.control(rep.recv())))
+                    rep.send(self.control(rep.recv()).encode())
                 if pull in events:
                     msg = receive(
                         pull, self.drops, "channel_in", link.max_message_bytes
                     )
-                    if msg is not None and self.handle(msg, push):
+                    outcome = None if msg is None else self.handle(msg, push)
+                    if outcome is not None:
                         last_out = time.monotonic()
-                        if msg.type == "eos":
+                        if isinstance(outcome, EndOfStream):
                             self.wait_for_receivers(receivers)
                             break
                 if time.monotonic() - last_out > link.hb_interval_s:
                     if push.poll(0, zmq.POLLOUT):
-                        push.send(encode_message(heartbeat(link.stream)))
+                        push.send(Heartbeat(link.stream).encode())
                     last_out = time.monotonic()
         finally:
             close_all(ctx, [pull, push, rep], [receivers])
@@ -168,33 +162,26 @@ class ChannelProcess:
         if not wait_for_hangup([receivers], patience, self.stop):
             self.log.warning("the receiver was still connected after %.1f s", patience)
 
-    def handle(self, msg: Message, push: zmq.Socket) -> bool:
-        """Process one message from the transmitter; True when something was sent on."""
+    def handle(self, msg, push: zmq.Socket) -> ChannelView | EndOfStream | None:
+        """Process one message from the transmitter; returns what was sent on, if
+        anything."""
         self.counts[f"in_{msg.type}"] += 1
-        if msg.type == "data":
-            try:
-                out = self.apply(msg)
-            except WireError as exc:
-                self.drops.add("channel_in", exc)
-                return False
-            sent = send(push, out, self.stop)
-            self.counts["forwarded"] += sent
-            return sent
-        if msg.type == "eos":
-            try:
-                frames_sent = parse_eos(msg)
-            except WireError as exc:
-                self.drops.add("channel_in", exc)
-                return False
+        try:
+            item = read_from_transmitter(msg)
+            if isinstance(item, LatentView):
+                item = self.apply(item)
+        except WireError as exc:
+            self.drops.add("channel_in", exc)
+            return None
+        if isinstance(item, Heartbeat):
+            return None
+        if isinstance(item, EndOfStream):
             self.log.info(
-                "end of stream from the transmitter: %d frames sent", frames_sent
+                "end of stream from the transmitter: %d frames sent", item.frames_sent
             )
-            return send(push, msg, self.stop)
-        if msg.type == "ctrl":
-            self.drops.add(
-                "channel_in", ProtocolError("control message on the data socket")
-            )
-        return False
+        sent = send(push, item.encode(), self.stop)
+        self.counts["forwarded"] += sent and isinstance(item, ChannelView)
+        return item if sent else None
 
 
 def main(argv: list[str] | None = None) -> int:

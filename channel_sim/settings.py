@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from shared.config import ChannelConfig, ConfigError, section_from_dict
-from shared.protocol import CHANNEL_FIELDS
+from shared.config import ChannelConfig, section_from_dict
+from shared.errors import ConfigError
+from shared.link.messages import CHANNEL_FIELDS
 
 
 class ChannelSettings:

@@ -2,70 +2,84 @@
 
 Connects a PULL socket to the channel (``link.channel_out``) and binds one for the
 reference views (``link.reference``). A frame whose other view was lost is decoded alone
-(the missing view enters the decoder as an all-zero, i.e. erased, block) and counted.
-Writes reconstructions as PNG (``frames/``, and ``grid/`` with ``link.save_grid``),
-``frames.jsonl`` and, at the end of the stream, ``summary.json`` into ``link.out_dir``.
+(the missing view enters the decoder as its latent code's fill for a lost view) and
+counted. Writes reconstructions as PNG (``frames/``, and ``grid/`` with
+``link.save_grid``), ``frames.jsonl`` and, at the end of the stream, ``summary.json`` into
+``link.out_dir``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import zmq
+from torch import Tensor
 
 from receiver.assembler import FrameAssembler, PendingFrame
 from receiver.report import FrameLog, build_summary
-from shared.channel.modulation import signalling_for
-from shared.channel.wireless import ChannelUse, WirelessChannel
+from shared.channel.wireless import WirelessChannel
 from shared.config import Config
 from shared.data.images import save_png
-from shared.evaluation import Frame, frame_metrics
-from shared.model.checkpoint import load_model
-from shared.model.energy import E_MAC_PJ, EnergyMeter, twin_macs_per_frame
-from shared.process import (
+from shared.errors import ConfigError, DataError, ProtocolError, WireError
+from shared.formatting import number
+from shared.link.hop import DecoderInput, lost_view, receive
+from shared.link.messages import (
+    VIEWS,
+    ChannelView,
+    EndOfStream,
+    ReferenceView,
+    read_from_channel,
+    read_reference,
+)
+from shared.link.process import run_process
+from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
     Liveness,
-    StopFlag,
     close_all,
     open_socket,
-    receive,
-    run_process,
 )
-from shared.protocol import ProtocolError, parse_channel, parse_eos, parse_reference
-from shared.wire import WireError
+from shared.link.sockets import (
+    receive as receive_message,
+)
+from shared.measure.meter import decode_measured, twin_energy_pj
+from shared.measure.quality import view_quality
+from shared.model.checkpoint import load_model
+from shared.signals import StopFlag
 
 NAME = "receiver"
-#: Meta fields that must agree between the two views of a frame.
-FRAME_SIZE = ("height", "width", "orig_height", "orig_width")
+SIDES = ("left", "right")
 
 
 @dataclass(frozen=True)
-class ReceivedView:
-    """One view as the channel delivered it, checked against this receiver's model."""
+class ArrivedView:
+    """One view as the channel delivered it, checked against this receiver's model, with
+    the channel it went through."""
 
-    use: ChannelUse
-    shape: tuple[int, ...]
-    meta: dict[str, Any]
+    delivered: ChannelView
     channel: WirelessChannel
+
+    def decoder_input(self) -> DecoderInput:
+        d = self.delivered
+        snr = torch.tensor([float(d.settings.snr_db)])
+        return receive(d.code, self.channel, d.use, snr, d.latent_shape)
 
 
 class ReceiverProcess:
-    def __init__(self, cfg: Config, log, stop: StopFlag) -> None:
+    def __init__(self, cfg: Config, log: logging.Logger, stop: StopFlag) -> None:
         self.cfg, self.log, self.stop = cfg, log, stop
         self.model, self.model_cfg = load_model(cfg.link.model)
         self.out_dir = Path(cfg.link.out_dir)
         self.frames = FrameLog(self.out_dir)
         self.assembler = FrameAssembler()
         self.drops = DropCounter(log)
-        self.twin_pj: dict[tuple[int, int], float] = {}
-        self.uses: dict[str, float] = {}
+        self.first_size: tuple[int, int] | None = None
         self.frames_sent: int | None = None
 
     # ------------------------------------------------------------------ decoding
@@ -73,108 +87,87 @@ class ReceiverProcess:
     def decode(self, seq: int, frame: PendingFrame) -> None:
         t0 = time.monotonic()
         views = sorted(frame.views)
-        first: ReceivedView = frame.views[views[0]]  # accept() made the views agree
-        softs, snrs = {}, {}
-        for view in views:
-            item: ReceivedView = frame.views[view]
-            softs[view] = item.channel.receive(item.use)
-            snrs[view] = item.channel.snr_known_db(
-                torch.tensor([float(item.meta["snr_db"])]), item.use
-            )
-        for view in (0, 1):  # a lost view enters as an erased (all-zero) block
-            if view not in softs:
-                softs[view] = torch.zeros_like(softs[views[0]])
-                snrs[view] = snrs[views[0]]
-        snr_known = None if snrs[0] is None else torch.cat((snrs[0], snrs[1]))
-        meter = EnergyMeter(self.model)
-        with meter:
-            out = self.model.decode(
-                torch.cat((softs[0], softs[1])), first.shape, snr_known
-            )
-        meter.frames = 1
-        meta = first.meta
-        height, width = meta["orig_height"], meta["orig_width"]
+        first: ChannelView = frame.views[views[0]].delivered  # accept() made them agree
+        inputs = {v: frame.views[v].decoder_input() for v in views}
+        for view in VIEWS:
+            if view not in inputs:
+                inputs[view] = lost_view(self.model.code, inputs[views[0]])
+        out, decoder = decode_measured(
+            self.model, DecoderInput.cat([inputs[v] for v in VIEWS])
+        )
+        height, width = first.source.orig_size
         recon = {
-            v: out[f"x_hat_{s}"][..., :height, :width]
-            for v, s in ((0, "left"), (1, "right"))
+            v: out[f"x_hat_{side}"][..., :height, :width]
+            for v, side in enumerate(SIDES)
         }
+        self.keep_fitting_references(seq, frame, (height, width))
+        self.write_images(seq, frame, recon, views)
+        record = self.record(seq, frame, recon, views, first, decoder, t0)
+        self.frames.add(record)
+        self.log.info(
+            "frame %d %s | %s %.1f dB | PSNR L %s R %s dB | MS-SSIM L %s R %s | %.0f ms",
+            seq,
+            first.source.name,
+            first.settings.kind,
+            first.settings.snr_db,
+            number(record["psnr_left"]),
+            number(record["psnr_right"]),
+            number(record["ms_ssim_left"], 3),
+            number(record["ms_ssim_right"], 3),
+            record["latency_ms"],
+        )
+
+    def keep_fitting_references(
+        self, seq: int, frame: PendingFrame, size: tuple[int, int]
+    ) -> None:
+        """Drop (and count) references whose size is not the frame's original size."""
         for view, image in list(frame.refs.items()):
-            if tuple(image.shape[-2:]) != (height, width):
+            if tuple(image.shape[-2:]) != size:
                 self.drops.add(
                     "reference",
                     ProtocolError(
                         f"reference of view {view} of frame {seq} is "
                         f"{image.shape[-2]}x{image.shape[-1]}, the frame "
-                        f"{height}x{width}"
+                        f"{size[0]}x{size[1]}"
                     ),
                 )
                 del frame.refs[view]
-        self.write_images(seq, frame, recon, views)
-        record = self.record(seq, frame, recon, views, meta, meter, t0)
-        self.frames.add(record)
-        self.log.info(
-            "frame %d %s | %s %.1f dB | PSNR L %s R %s dB | MS-SSIM L %s R %s | %.0f ms",
-            seq,
-            meta["name"],
-            meta["channel"],
-            meta["snr_db"],
-            _fmt(record["psnr_left"]),
-            _fmt(record["psnr_right"]),
-            _fmt(record["ms_ssim_left"], 3),
-            _fmt(record["ms_ssim_right"], 3),
-            record["latency_ms"],
-        )
 
-    def record(self, seq, frame, recon, views, meta, meter, t0) -> dict:
-        ref = Frame(
-            seq,
-            meta["name"],
-            frame.refs.get(0, recon[0][0]),
-            frame.refs.get(1, recon[1][0]),
-        )
-        values = frame_metrics(ref, {"x_hat_left": recon[0], "x_hat_right": recon[1]})
-        for view, side in ((0, "left"), (1, "right")):
-            if view not in views or view not in frame.refs:
-                values[f"psnr_{side}"] = values[f"ms_ssim_{side}"] = None
-        dec = meter.summary().get("decoder", {"energy_pj": 0.0})
-        dec_rates = [
-            float(r)
-            for n, r in self.model.firing_rates().items()
-            if n.startswith("decoder")
-        ]
-        layers = meta["enc_layers"] + len(dec_rates)
-        size = (meta["height"], meta["width"])
-        if size not in self.twin_pj:
-            self.twin_pj[size] = twin_macs_per_frame(self.model, *size) * E_MAC_PJ
-            self.uses = self.model.channel_uses(*size)
+    def record(self, seq, frame, recon, views, first: ChannelView, decoder, t0) -> dict:
+        values = {}
+        for view, side in enumerate(SIDES):
+            reference = frame.refs.get(view) if view in views else None
+            values.update(view_quality(reference, recon[view], side))
+        size = first.source.size
+        if self.first_size is None:
+            self.first_size = size
+        activity = first.activity + decoder
         done = time.time()
-        t_tx = min(frame.views[v].meta["t_tx"] for v in views)
+        t_tx = min(frame.views[v].delivered.t_tx for v in views)
         return {
             "seq": seq,
-            "name": meta["name"],
+            "name": first.source.name,
             "views": views,
-            "snr_db": meta["snr_db"],
-            "channel": meta["channel"],
-            "csi": meta["csi"],
+            "snr_db": first.settings.snr_db,
+            "channel": first.settings.kind,
+            "csi": first.settings.csi,
             **values,
             "latency_ms": 1000.0 * (done - t_tx),
             "decode_ms": 1000.0 * (time.monotonic() - t0),
-            "firing_rate": (meta["enc_rate_sum"] + sum(dec_rates)) / max(layers, 1),
-            "energy_pj_snn": meta["enc_energy_pj"] + dec["energy_pj"]
-            if meta.get("model_kind") == "snn"
-            else None,
+            "firing_rate": activity.firing_rate,
+            "energy_pj_snn": activity.energy_pj if first.model_kind == "snn" else None,
             "t_done": done,
         }
 
     def write_images(
-        self, seq: int, frame: PendingFrame, recon: dict, views: list
+        self, seq: int, frame: PendingFrame, recon: dict[int, Tensor], views: list[int]
     ) -> None:
         link = self.cfg.link
         if link.save_png:
             for view in views:
-                side = "left" if view == 0 else "right"
                 save_png(
-                    recon[view][0], self.out_dir / "frames" / f"{seq:06d}_{side}.png"
+                    recon[view][0],
+                    self.out_dir / "frames" / f"{seq:06d}_{SIDES[view]}.png",
                 )
         if link.save_grid and len(views) == 2 and len(frame.refs) == 2:
             top = torch.cat((frame.refs[0], frame.refs[1]), dim=-1)
@@ -188,67 +181,66 @@ class ReceiverProcess:
 
     def on_data(self, msg) -> None:
         try:
-            if msg.type == "eos":
-                self.frames_sent = parse_eos(msg)
+            item = read_from_channel(msg)
+            if isinstance(item, EndOfStream):
+                self.frames_sent = item.frames_sent
                 return
-            if msg.type != "data":
+            if not isinstance(item, ChannelView):
                 return
-            view = self.accept(msg)
+            arrived = self.accept(item)
         except WireError as exc:
             self.drops.add("channel_out", exc)
             return
-        for seq, frame in self.assembler.add_view(msg.seq, msg.view, view):
+        for seq, frame in self.assembler.add_view(item.seq, item.view, arrived):
             self.decode(seq, frame)
 
-    def accept(self, msg) -> ReceivedView:
-        """Parse a channel message and check that this receiver's model can decode it.
+    def accept(self, view: ChannelView) -> ArrivedView:
+        """Check that this receiver's model can decode a delivered view.
 
-        Raises ProtocolError for a latent of another mode, T or shape than the model's,
-        for channel settings outside the allowed ones, and for a view whose size differs
-        from the other view of its frame.
+        Raises ProtocolError for a latent of another code, T or shape than the model's,
+        for channel settings that cannot carry the code, and for a view whose size
+        differs from the other view of its frame.
         """
-        use, shape, meta, settings = parse_channel(msg)
-        cfg = self.model.cfg
-        if (meta["latent"], meta["time_steps"]) != (cfg.latent, cfg.time_steps):
+        if view.code != self.model.code:
             raise ProtocolError(
-                f"latent {meta['latent']!r} with T={meta['time_steps']}; this "
-                f"receiver's model decodes {cfg.latent!r} with T={cfg.time_steps}"
+                f"latent {view.code.name!r} with T={view.code.time_steps}; this "
+                f"receiver's model decodes {self.model.code.name!r} with "
+                f"T={self.model.code.time_steps}"
             )
-        size = (meta["height"], meta["width"])
+        size = view.source.size
         try:
             self.model.check_size(*size)
-        except ValueError as exc:
+        except DataError as exc:
             raise ProtocolError(str(exc)) from None
         expected = self.model.latent_shape(*size)
-        if shape != expected:
+        if view.latent_shape != expected:
             raise ProtocolError(
-                f"latent shape {list(shape)} for a {size[0]}x{size[1]} frame; this "
-                f"receiver's model expects {list(expected)}"
+                f"latent shape {list(view.latent_shape)} for a {size[0]}x{size[1]} "
+                f"frame; this receiver's model expects {list(expected)}"
             )
-        for other in self.assembler.views_of(msg.seq).values():
-            if [other.meta[k] for k in FRAME_SIZE] != [meta[k] for k in FRAME_SIZE]:
+        for other in self.assembler.views_of(view.seq).values():
+            if other.delivered.source != view.source:
                 raise ProtocolError(
-                    f"view {msg.view} of frame {msg.seq} differs in size from the "
+                    f"view {view.view} of frame {view.seq} differs in size from the "
                     "other view"
                 )
         try:
-            channel = WirelessChannel.from_config(
-                settings, signalling_for(meta["latent"])
-            )
-        except ValueError as exc:
+            channel = WirelessChannel.for_code(view.settings, view.code)
+        except ConfigError as exc:
             raise ProtocolError(str(exc)) from None
-        return ReceivedView(use, shape, meta, channel)
+        return ArrivedView(view, channel)
 
     def on_reference(self, msg) -> None:
-        if msg.type != "data":
-            return
         try:
-            image = parse_reference(msg)
+            item = read_reference(msg)
         except WireError as exc:
             self.drops.add("reference", exc)
             return
-        for seq, frame in self.assembler.add_reference(msg.seq, msg.view, image):
-            self.decode(seq, frame)
+        if isinstance(item, ReferenceView):
+            for seq, frame in self.assembler.add_reference(
+                item.seq, item.view, item.image
+            ):
+                self.decode(seq, frame)
 
     def serve(self) -> int:
         link = self.cfg.link
@@ -271,14 +263,16 @@ class ReceiverProcess:
                 if data not in events:
                     liveness.waited(time.monotonic() - t_poll)
                 else:
-                    msg = receive(
+                    msg = receive_message(
                         data, self.drops, "channel_out", link.max_message_bytes
                     )
                     liveness.heard()
                     if msg is not None:
                         self.on_data(msg)
                 if ref in events:
-                    msg = receive(ref, self.drops, "reference", link.max_message_bytes)
+                    msg = receive_message(
+                        ref, self.drops, "reference", link.max_message_bytes
+                    )
                     if msg is not None:
                         self.on_reference(msg)
                 if liveness.newly_silent():
@@ -308,9 +302,9 @@ class ReceiverProcess:
             "summary: %d of %s frames, PSNR %s dB, MS-SSIM %s, %s fps -> %s",
             summary["frames_received"],
             summary["frames_sent"],
-            _fmt(summary["psnr_db"]["mean"]),
-            _fmt(summary["ms_ssim"]["mean"], 3),
-            _fmt(summary["fps"], 1),
+            number(summary["psnr_db"]["mean"]),
+            number(summary["ms_ssim"]["mean"], 3),
+            number(summary["fps"], 1),
             self.out_dir / "summary.json",
         )
         return status
@@ -321,7 +315,9 @@ class ReceiverProcess:
         deadline = time.monotonic() + link.hb_interval_s * link.liveness
         while self.assembler.waiting_for_references() and time.monotonic() < deadline:
             if ref.poll(POLL_SLICE_MS, zmq.POLLIN):
-                msg = receive(ref, self.drops, "reference", link.max_message_bytes)
+                msg = receive_message(
+                    ref, self.drops, "reference", link.max_message_bytes
+                )
                 if msg is not None:
                     self.on_reference(msg)
 
@@ -331,29 +327,33 @@ class ReceiverProcess:
         self.log.info(
             "progress: %d frames decoded, mean left PSNR %s dB, %d dropped",
             len(records),
-            _fmt(sum(complete) / len(complete) if complete else None),
+            number(sum(complete) / len(complete) if complete else None),
             self.drops.total,
         )
 
     def summary(self) -> dict:
+        uses = (
+            {} if self.first_size is None else self.model.channel_uses(*self.first_size)
+        )
+        twin = (
+            None
+            if self.first_size is None
+            else twin_energy_pj(self.model.cfg, *self.first_size)
+        )
         return build_summary(
             self.frames.records,
             self.frames_sent,
             {
-                "rho": self.uses.get("rho"),
-                "channel_uses_per_view": self.uses.get("n"),
-                "source_values_per_view": self.uses.get("k"),
-                "energy_pj_cnn_twin": next(iter(self.twin_pj.values()), None),
+                "rho": uses.get("rho"),
+                "channel_uses_per_view": uses.get("n"),
+                "source_values_per_view": uses.get("k"),
+                "energy_pj_cnn_twin": twin,
                 "dropped_messages": dict(self.drops.counts),
                 "model": self.cfg.link.model,
                 "model_config": self.model_cfg.to_dict()["model"],
                 "config": self.cfg.to_dict(),
             },
         )
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _dumps(obj: dict) -> str:

@@ -18,6 +18,7 @@ latency come from the receiver's summary. Results are printed and written as JSO
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -28,12 +29,14 @@ import torch
 import zmq
 
 from shared.channel.rng import generator_for
-from shared.commands.common import load_frames
-from shared.commands.link import free_tcp_port, run_link
 from shared.config import ChannelConfig, load_config
+from shared.data.frames import load_frames
+from shared.link.hop import DecoderInput, receive, send
+from shared.link.launcher import free_tcp_port, run_link
+from shared.link.messages import ChannelView, LatentView, SourceInfo
+from shared.measure.activity import Activity
 from shared.model.checkpoint import load_model
-from shared.protocol import channel_message, describe_channel, latent_message
-from shared.wire import decode_message, encode_message
+from shared.wire import decode_message
 
 
 def timed(fn, *args):
@@ -45,40 +48,38 @@ def timed(fn, *args):
 def in_process(model, frames, snr_db: float) -> tuple[dict, list[bytes]]:
     stages = {"encode": [], "channel": [], "decode": [], "serialization": []}
     messages: list[bytes] = []
-    channel = model.channel
+    channel, code = model.channel, model.code
+    settings = dataclasses.replace(ChannelConfig(), snr_db=snr_db)
+    snr = torch.tensor([snr_db])
     for frame in frames:
         coded, t_enc = timed(model.encode, frame.left[None], frame.right[None])
-        softs, t_ch, t_ser = [], 0.0, 0.0
+        received, t_ch, t_ser = [], 0.0, 0.0
         for view in (0, 1):
             start = time.perf_counter()
-            x = model.channel_input(coded["latent"][view])
-            use = channel.propagate(
-                channel.transmit(x),
-                torch.tensor([snr_db]),
-                generator_for(0, frame.index, view),
-            )
-            softs.append(channel.receive(use))
+            latent = coded["latent"][view]
+            use = send(code, channel, latent, snr, generator_for(0, frame.index, view))
+            received.append(receive(code, channel, use, snr, coded["shape"]))
             t_ch += 1000.0 * (time.perf_counter() - start)
             start = time.perf_counter()
-            msg, packed = latent_message(
+            source = SourceInfo(
+                frame.name, *frame.left.shape[-2:], *frame.left.shape[-2:]
+            )
+            wire_latent = LatentView(
                 1,
                 frame.index,
                 view,
-                coded["latent"][view, 0].numpy(),
-                model.cfg.latent,
-                model.cfg.time_steps,
-                {"name": frame.name},
-            )
-            wire_latent = encode_message(msg, packed)
-            decoded = decode_message(wire_latent)
-            settings = {**describe_channel(ChannelConfig()), "snr_db": snr_db}
-            wire_channel = encode_message(
-                channel_message(decoded, use, tuple(coded["shape"]), settings)
-            )
-            decode_message(wire_channel)
+                code,
+                latent[0].numpy(),
+                source,
+                model.cfg.kind,
+                Activity(0.0, 0.0, 0),
+            ).encode()
+            sent = LatentView.read(decode_message(wire_latent))
+            wire_channel = ChannelView.after(sent, use, settings).encode()
+            ChannelView.read(decode_message(wire_channel))
             t_ser += 1000.0 * (time.perf_counter() - start)
             messages += [wire_latent, wire_channel]
-        _, t_dec = timed(model.decode, torch.cat(softs), coded["shape"], None)
+        _, t_dec = timed(model.decode, DecoderInput.cat(received))
         for name, value in (
             ("encode", t_enc),
             ("channel", t_ch),

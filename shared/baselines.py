@@ -1,11 +1,12 @@
 """Separation baselines: an image codec at the capacity of the channel (conventions).
 
 Each view may use ``bits = n log2(1 + SNR)`` bits, where ``n`` is the number of complex
-channel uses the JSCC model spends on a view; under block fading the SNR is the frame's
-instantaneous one, ``|h|^2 SNR``, with ``h`` drawn from the same seeded generator as the
-link. The codec (JPEG, JPEG 2000, WebP through Pillow) codes the view at the highest
-quality whose file fits; when nothing fits, the receiver shows the per-channel mean of the
-view. This is the "codec + capacity-achieving channel code" bound drawn in DeepJSCC papers.
+channel uses the JSCC model spends on a view; under block fading the SNR is the view's
+instantaneous one, ``|h|^2 SNR``, with the very ``h`` that the link's channel draws for it
+(the first draw of the view's generator ``generator_for(seed, seq, view)``). The codec
+(JPEG, JPEG 2000, WebP through Pillow) codes the view at the highest quality whose file
+fits; when nothing fits, the receiver shows the per-channel mean of the view. This is the
+"codec + capacity-achieving channel code" bound drawn in DeepJSCC papers.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from shared.channel.fading import sample_rayleigh_block, sample_rician_block
 from shared.channel.rng import generator_for
 from shared.channel.theory import capacity_bits
+from shared.channel.wireless import BLOCK_FADING, WirelessChannel
+from shared.errors import ConfigError
 
 CODECS = ("jpeg", "jpeg2000", "webp")
 
@@ -28,16 +30,20 @@ CODECS = ("jpeg", "jpeg2000", "webp")
 def instantaneous_snr_db(
     channel: str, snr_db: float, seed: int, seq: int, view: int, rician_k: float = 3.0
 ) -> float:
-    """The SNR a view sees: the nominal one, or ``|h|^2 SNR`` for block fading."""
-    g = generator_for(seed, "baseline", seq, view)
-    if channel == "rayleigh_block":
-        h = sample_rayleigh_block(1, g)
-    elif channel == "rician_block":
-        h = sample_rician_block(1, rician_k, g)
-    elif channel in ("awgn", "rayleigh_fast"):
+    """The SNR view ``view`` of frame ``seq`` sees on the link: the nominal one, or
+    ``|h|^2 SNR`` under block fading, with the link's own ``h`` for that view.
+
+    Raises ConfigError for a channel that has no capacity baseline (bit channels).
+    """
+    if channel in ("awgn", "rayleigh_fast"):
         return snr_db
-    else:
-        raise ValueError(f"no capacity baseline for channel {channel!r}")
+    if channel not in BLOCK_FADING:
+        raise ConfigError(
+            f"channel {channel!r} has no capacity baseline; allowed: awgn, "
+            f"rayleigh_fast, {', '.join(BLOCK_FADING)}"
+        )
+    fading = WirelessChannel(channel, rician_k=rician_k)
+    h = fading.draw_fading(1, 1, generator_for(seed, seq, view))
     gain = float(h.abs().square()[0, 0])
     return snr_db + 10.0 * math.log10(max(gain, 1e-12))
 
@@ -75,7 +81,7 @@ def _encode(img: Image.Image, codec: str, quality: int) -> bytes:
             irreversible=True,
         )
     else:
-        raise ValueError(f"codec {codec!r}; allowed: {', '.join(CODECS)}")
+        raise ConfigError(f"codec {codec!r}; allowed: {', '.join(CODECS)}")
     return out.getvalue()
 
 

@@ -10,6 +10,10 @@ A configuration is built in three steps, each of which may only narrow what is a
 Every value is checked against its type hint and the bounds in the field's metadata. An
 unknown key, a wrong type or an out-of-range value raises :class:`ConfigError`, whose message
 names the dotted key, the value given and what is allowed.
+
+The dataclass defaults are the ``default`` preset, the operating point of the bundled
+models; other presets (``small``, ``tiny``) change only what they name. Conventions (SNR,
+bandwidth ratio, evaluation crop) are in ``docs/CONVENTIONS.md``.
 """
 
 from __future__ import annotations
@@ -20,19 +24,18 @@ import logging
 import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from shared.errors import ConfigError
+from shared.latent import latent_modes
+
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is not allowed; the message names the key."""
 
 
 def _bounded(
@@ -46,13 +49,18 @@ def _bounded(
     return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open})
 
 
+def _choice(default: str, choices: Callable[[], tuple[str, ...]]) -> Any:
+    """A string field whose allowed values come from a registry at check time."""
+    return field(default=default, metadata={"choices": choices})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of the stereo JSCC model (see ``shared.model.jscc``)."""
 
     arch: str = "stereo_jscc"
     kind: Literal["snn", "cnn"] = "snn"
-    latent: Literal["count_pam", "spike_bpsk"] = "count_pam"
+    latent: str = _choice("count_pam", latent_modes)
     cbr: float = _bounded(1 / 16, 0.0, 1.0, lo_open=True)
     time_steps: int = _bounded(4, 1, 64)
     tau: float = _bounded(2.0, 1.0, None, lo_open=True)
@@ -62,12 +70,12 @@ class ModelConfig:
     surrogate: Literal["atan", "sigmoid", "erf"] = "atan"
     surrogate_alpha: float = _bounded(2.0, 0.0, None, lo_open=True)
     detach_reset: bool = True
-    twin_gradient: Literal["exact", "surrogate"] = "exact"
+    twin_gradient: Literal["exact", "surrogate"] = "surrogate"
     share_encoder: bool = True
-    widths: tuple[int, ...] = (24, 48, 96)
-    res_blocks: tuple[int, ...] = (0, 1, 2)
+    widths: tuple[int, ...] = (32, 64, 192)
+    res_blocks: tuple[int, ...] = (1, 2, 2)
     fusion_scales: tuple[int, ...] = (2,)
-    fusion_dim: int = _bounded(32, 1, None)
+    fusion_dim: int = _bounded(64, 1, None)
     snr_conditioning: bool = True
 
 
@@ -93,7 +101,7 @@ class DataConfig:
 
     root: str = ""
     stereo: tuple[str, ...] = ("stereo",)
-    mono: tuple[str, ...] = ()
+    mono: tuple[str, ...] = ("mono", "kodak")
     layout: Literal[
         "auto",
         "generic",
@@ -104,14 +112,14 @@ class DataConfig:
         "middlebury",
     ] = "auto"
     train_split: str = ""
-    val_split: str = ""
+    val_split: str = "shared/configs/splits/shared_val.txt"
     on_error: Literal["error", "skip"] = "error"
     image_height: int = _bounded(128, 8, None)
     image_width: int = _bounded(256, 8, None)
-    crop_height: int = _bounded(128, 8, None)
+    crop_height: int = _bounded(64, 8, None)
     crop_width: int = _bounded(128, 8, None)
     scale_max: float = _bounded(4.0, 1.0, None)
-    mono_fraction: float = _bounded(0.5, 0.0, 1.0)
+    mono_fraction: float = _bounded(0.7, 0.0, 1.0)
     max_disparity: float = _bounded(0.06, 0.0, 0.5)
     workers: int = _bounded(0, 0, 64)
 
@@ -120,22 +128,22 @@ class DataConfig:
 class TrainConfig:
     """Joint training of encoder, differentiable channel and decoder."""
 
-    steps: int = _bounded(1000, 0, None)
+    steps: int = _bounded(4000, 0, None)
     batch_size: int = _bounded(8, 1, None)
-    lr: float = _bounded(1e-3, 0.0, None, lo_open=True)
-    lr_min: float = _bounded(1e-5, 0.0, None)
-    warmup_steps: int = _bounded(50, 0, None)
+    lr: float = _bounded(2e-3, 0.0, None, lo_open=True)
+    lr_min: float = _bounded(2e-5, 0.0, None)
+    warmup_steps: int = _bounded(100, 0, None)
     weight_decay: float = _bounded(0.0, 0.0, None)
-    grad_clip: float = _bounded(1.0, 0.0, None)
+    grad_clip: float = _bounded(0.0, 0.0, None)
     snr_min_db: float = _bounded(-5.0, -40.0, 80.0)
     snr_max_db: float = _bounded(15.0, -40.0, 80.0)
     loss: Literal["mse", "mse_msssim"] = "mse"
     msssim_weight: float = _bounded(0.1, 0.0, 1.0)
     val_every: int = _bounded(250, 1, None)
     val_snrs: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0)
-    log_every: int = _bounded(10, 1, None)
-    ckpt_every: int = _bounded(250, 1, None)
-    out_dir: str = "runs/train"
+    log_every: int = _bounded(25, 1, None)
+    ckpt_every: int = _bounded(100, 1, None)
+    out_dir: str = "runs/snn"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "bfloat16"] = "bfloat16"
     memory_format: Literal["channels_last", "contiguous"] = "channels_last"
@@ -303,6 +311,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise _fail(key, value, _describe_type(hint))
 
 
+def _check_choices(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices():
+        raise _fail(key, value, "one of " + ", ".join(repr(c) for c in choices()))
+
+
 def _check_bounds(meta: typing.Mapping[str, Any], value: Any, key: str) -> None:
     lo, hi = meta.get("lo"), meta.get("hi")
     too_low = lo is not None and (value <= lo if meta.get("lo_open") else value < lo)
@@ -332,6 +346,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         coerced = _coerce(hint, value, key)
         _check_bounds(known[name].metadata, coerced, key)
+        _check_choices(known[name].metadata, coerced, key)
         kwargs[name] = coerced
     return cls(**kwargs)
 
@@ -425,15 +440,6 @@ def section_from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return _build(cls, _to_plain(data), prefix)
 
 
-def check_channel_fits(channel_kind: str, latent: str) -> None:
-    """Bit-level channels carry binary spikes only."""
-    if channel_kind in ("bsc", "erasure") and latent != "spike_bpsk":
-        raise ConfigError(
-            f"config key 'channel.kind': got '{channel_kind}' with model.latent="
-            f"'{latent}'; allowed: bit-level channels need model.latent='spike_bpsk'"
-        )
-
-
 def config_from_dict(
     data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
@@ -445,11 +451,16 @@ def config_from_dict(
     return _build(Config, tree, "")
 
 
-def config_from_stored(data: dict[str, Any]) -> Config:
+def config_from_stored(
+    data: dict[str, Any], missing_meant: Mapping[str, Any] = {}
+) -> Config:
     """A Config from a stored dict (a checkpoint's), tolerant of other versions.
 
-    The ``model`` section must be valid as it stands (it decides the weights' shapes);
-    keys of other sections that this version does not know are dropped with a warning.
+    A key the stored dict lacks takes the value ``missing_meant`` gives for its dotted
+    name (what it meant when the dict was written, see
+    ``shared.model.checkpoint.STORED_DEFAULTS``), else today's default. The ``model``
+    section must otherwise be valid as it stands (it decides the weights' shapes); keys of
+    other sections that this version does not know are dropped with a warning.
     """
     known = {
         f.name: typing.get_type_hints(Config)[f.name]
@@ -473,7 +484,10 @@ def config_from_stored(data: dict[str, Any]) -> Config:
                     section,
                 )
             value = {k: v for k, v in value.items() if k in fields}
-        kept[section] = value
+        kept[section] = dict(value)
+    for dotted, meant in missing_meant.items():
+        section, key = dotted.split(".")
+        kept.setdefault(section, {}).setdefault(key, meant)
     return config_from_dict(kept)
 
 

@@ -20,12 +20,14 @@ from typing import Any
 import torch
 
 from shared.baselines import budget_bytes, code_at_budget, instantaneous_snr_db
-from shared.channel.modulation import signalling_for
 from shared.channel.wireless import WirelessChannel
-from shared.commands.link import run_link
 from shared.config import Config, load_config
-from shared.control import ControlClient
-from shared.evaluation import Frame, evaluate, frame_metrics, reconstruct, summarise
+from shared.data.frames import Frame
+from shared.errors import ConfigError, LinkError
+from shared.evaluation import evaluate, reconstruct
+from shared.link.control import ControlClient
+from shared.link.launcher import run_link
+from shared.measure.quality import frame_quality, summarise
 from shared.model.checkpoint import load_model
 from shared.model.jscc import StereoJSCC
 
@@ -43,6 +45,16 @@ class SweepSpec:
     seed: int
     frames: int
     passes: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ConfigError("a sweep needs at least one (channel, SNR) point")
+        if self.frames < 1:
+            raise ConfigError(
+                f"a sweep needs at least one stereo pair per pass, got {self.frames}"
+            )
+        if self.passes < 1:
+            raise ConfigError(f"--passes: got {self.passes}; allowed: 1 or more")
 
     @property
     def per_point(self) -> int:
@@ -102,7 +114,7 @@ def sweep_in_process(
     uses = model.channel_uses(height, width)
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
-        channel = WirelessChannel(kind, signalling_for(model.cfg.latent), csi=spec.csi)
+        channel = WirelessChannel(kind, model.code.signalling, csi=spec.csi)
         result = evaluate(
             model, renumbered(frames, p, spec.passes), [snr_db], channel, spec.seed
         )[0]
@@ -166,12 +178,11 @@ def schedule_points(spec: SweepSpec) -> Callable[[str], None]:
     def schedule(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
             for p, (kind, snr_db) in enumerate(spec.points[1:], start=1):
-                client.request(
-                    "set",
+                client.set_channel(
+                    from_seq=p * spec.per_point,
                     channel=kind,
                     snr_db=snr_db,
                     csi=spec.csi,
-                    from_seq=p * spec.per_point,
                 )
 
     return schedule
@@ -215,7 +226,7 @@ def records_from_link(
             r["seq"] for r in group if (r["channel"], r["snr_db"]) != (channel, snr_db)
         ]
         if wrong:
-            raise RuntimeError(
+            raise LinkError(
                 f"link sweep: frames {wrong} of point {channel} {snr_db} dB "
                 "went out at another setting"
             )
@@ -266,7 +277,7 @@ def sweep_link(
         setup=schedule_points(spec),
     )
     if result.status != 0 or result.summary is None or not frames_path.exists():
-        raise RuntimeError(
+        raise LinkError(
             f"the link failed for {model_path} (status {result.status}); "
             f"see {out_dir / 'link.log'}"
         )
@@ -302,7 +313,7 @@ def sweep_baseline(
                 {
                     "name": frame.name,
                     "index": frame.index,
-                    **frame_metrics(frame, recon),
+                    **frame_quality(frame, recon),
                 }
             )
         record = _record(
@@ -336,7 +347,7 @@ def example_reconstructions(
     """Left-view reconstructions of one frame by every system at a few SNRs."""
     out: dict[str, list[tuple[float, torch.Tensor]]] = {}
     for name, model in models.items():
-        wireless = WirelessChannel(channel, signalling_for(model.cfg.latent), csi=csi)
+        wireless = WirelessChannel(channel, model.code.signalling, csi=csi)
         out[name] = [
             (snr, reconstruct(model, wireless, frame, snr, seed)["x_hat_left"][0])
             for snr in snrs

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
+from shared.errors import WireError
+
 WIRE_VERSION = 1
 MESSAGE_TYPES = ("data", "eos", "hb", "ctrl")
 VIEWS = (-1, 0, 1)
@@ -49,28 +51,6 @@ _ARRAY_KEYS = frozenset({"dtype", "shape", "pack", "data"})
 _CRC_BYTES = 4
 
 Scalar = bool | int | float | str | None
-
-
-class WireError(ValueError):
-    """A message that cannot be accepted; ``kind`` names the failed check."""
-
-    KINDS = (
-        "oversized",
-        "truncated",
-        "checksum",
-        "malformed",
-        "schema",
-        "version",
-        "type",
-        "dtype",
-        "shape",
-        "payload",
-    )
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
 
 
 @dataclass(frozen=True)

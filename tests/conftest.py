@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +15,48 @@ import pytest
 import torch
 from PIL import Image
 
+from shared.channel import WirelessChannel, generator_for
+from shared.config import load_config
+from shared.data.synthesis import synthetic_stereo
+from shared.link.hop import send
+from shared.link.messages import ChannelView, LatentView, SourceInfo
+from shared.measure.activity import Activity
+from shared.model.registry import build_model
 from shared.wire import WIRE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.05)
+
+
+class OutputLines:
+    """The output lines of a running process, collected by a thread as they come."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        with proc.stdout:
+            for line in proc.stdout:
+                self.lines.append(line)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        wait_until(lambda: any(text in line for line in self.lines), timeout_s, text)
+
+    def text(self) -> str:
+        """Everything so far (after the process ended: everything)."""
+        self.thread.join(timeout=5)
+        return "".join(self.lines)
 
 
 @pytest.fixture(autouse=True)
@@ -99,19 +142,70 @@ def calibrate(
     return model.eval()
 
 
+def calibrated_tiny(folder: Path, *overrides: str) -> Path:
+    """A calibrated (untrained) tiny model with ``overrides``, saved in ``folder``."""
+    from shared.model.checkpoint import save_checkpoint
+
+    cfg = load_config("tiny", list(overrides))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.channel)
+    left, right = synthetic_stereo(4, 64, 128, seed=3)
+    calibrate(model, left, right)
+    path = folder / "tiny.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict()})
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A calibrated (untrained) tiny model: enough to check that the link is exact."""
-    from shared.config import load_config
-    from shared.data.synthesis import synthetic_stereo
-    from shared.model.checkpoint import save_checkpoint
-    from shared.model.registry import build_model
+    return calibrated_tiny(tmp_path_factory.mktemp("model"))
 
-    cfg = load_config("tiny")
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    left, right = synthetic_stereo(4, 64, 128, seed=3)
-    calibrate(model, left, right)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict()})
-    return path
+
+@pytest.fixture(scope="session")
+def tiny_bpsk_checkpoint(tmp_path_factory) -> Path:
+    """The tiny model with the spike-BPSK latent (T = 2: 3 latent channels)."""
+    return calibrated_tiny(
+        tmp_path_factory.mktemp("bpsk"), "model.latent=spike_bpsk", "model.time_steps=2"
+    )
+
+
+#: The source and encoder activity of the test's link messages (64x128 frames).
+SOURCE = SourceInfo("pair", 64, 128, 64, 128)
+ACTIVITY = Activity(1.5e9, 3.2, 12)
+
+
+def synthetic_frame(seq: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The views ``[1, 3, 64, 128]`` of the test's synthetic frame ``seq``."""
+    return synthetic_stereo(1, 64, 128, seed=seq)
+
+
+def latent_view(code, seq: int = 0, view: int = 0, model=None) -> LatentView:
+    """A transmitter message of the synthetic frame ``seq``: the model's latent of the
+    view, or random values of the code without a model."""
+    if model is not None:
+        latent = model.encode(*synthetic_frame(seq))["latent"][view, 0].numpy()
+    else:
+        shape = code.shape(3, 16, 32)
+        latent = np.random.default_rng(seq).integers(
+            0, code.max_value + 1, shape, dtype=np.uint8
+        )
+    return LatentView(1, seq, view, code, latent, SOURCE, "snn", ACTIVITY)
+
+
+def delivered(
+    sent: LatentView, kind: str = "rayleigh_block", snr_db: float = 4.0
+) -> ChannelView:
+    """What the channel delivers for ``sent`` over ``kind`` at ``snr_db`` (seed 0)."""
+    settings = dataclasses.replace(
+        load_config("tiny").channel, kind=kind, snr_db=snr_db
+    )
+    channel = WirelessChannel.for_code(settings, sent.code)
+    use = send(
+        sent.code,
+        channel,
+        torch.from_numpy(sent.latent)[None],
+        torch.tensor([snr_db]),
+        generator_for(0, sent.seq, sent.view),
+    )
+    return ChannelView.after(sent, use, settings)

@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, write_image
 
 from shared.cli import COMMANDS
 from shared.cli import main as spikelink
+from shared.data.frames import source_pairs
+
+
+def pairs_counted(source: Path) -> int:
+    return len(source_pairs(source))
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -28,6 +33,7 @@ def test_top_level_usage_and_unknown_command(capsys) -> None:
     assert spikelink(["teleport"]) == 2
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "module", ["transmitter", "channel_sim", "receiver", "trainer"]
 )
@@ -92,3 +98,36 @@ def test_eval_reports_bad_input_clearly(
     assert "checkpoint not found" in capsys.readouterr().err
     assert spikelink(["eval", "--model", str(tiny_checkpoint), "--channel", "bsc"]) == 1
     assert "spike_bpsk" in capsys.readouterr().err
+
+
+def test_demo_counts_the_pairs_of_any_source(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    """The demo counts pairs with the loaders (a split file, a KITTI tree), and a source
+    without pairs is a clear error, not a division by zero."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert spikelink(["demo", "--data", str(empty)]) == 1
+    assert "no stereo pairs" in capsys.readouterr().err
+    split = tmp_path / "pairs.txt"
+    split.write_text(f"{SAMPLES / 'stereo' / 'cones_2003_Q'}\n")
+    assert pairs_counted(split) == 1
+    kitti = tmp_path / "kitti" / "training"
+    for side, folder in (("left", "image_2"), ("right", "image_3")):
+        for name in ("000000_10", "000001_10"):
+            write_image(kitti / folder / f"{name}.png", 40, 80, seed=len(side))
+    assert pairs_counted(tmp_path / "kitti") == 2
+
+
+@pytest.mark.heavy
+def test_demo_runs_the_link_on_a_split_file(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    split = tmp_path / "pairs.txt"
+    split.write_text(f"{SAMPLES / 'stereo' / 'cones_2003_Q'}\n")
+    out = tmp_path / "demo"
+    args = ["--model", str(tiny_checkpoint), "--data", str(split), "--snrs", "10"]
+    assert spikelink(["demo", *args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 stereo pairs" in printed and "10.0" in printed
+    assert (out / "link" / "frames" / "000000_left.png").exists()

@@ -7,24 +7,33 @@ from conftest import REPO
 
 from shared.config import (
     Config,
-    ConfigError,
-    config_from_stored,
     dump_config,
     load_config,
     parse_override,
+    read_yaml,
 )
+from shared.errors import ConfigError
 from shared.model.checkpoint import load_model
 from shared.model.jscc import latent_channels
 from shared.model.registry import build_model
 
 
-def test_defaults_and_presets_load() -> None:
-    assert load_config(None) == Config()
+def test_the_dataclass_defaults_are_the_default_preset() -> None:
+    """One source of defaults: the ``default`` preset sets nothing, and the other presets
+    set only what differs from it."""
+    assert read_yaml("default") == {}
+    assert load_config("default") == load_config(None) == Config()
     default = load_config("default")
     assert default.model.cbr == pytest.approx(1 / 16)
+    assert default.model.widths == (32, 64, 192)
     assert default.data.image_height == 128 and default.data.image_width == 256
-    tiny = load_config("tiny")
-    assert tiny.model.widths == (8, 16, 16)
+    assert load_config("tiny").model.widths == (8, 16, 16)
+    assert load_config("small").model.widths == (16, 32, 96)
+    defaults = Config().to_dict()
+    for preset in ("small", "tiny"):
+        for section, values in read_yaml(preset).items():
+            for key, value in values.items():
+                assert defaults[section][key] != value, f"{preset}: {section}.{key}"
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
@@ -111,14 +120,6 @@ def test_latent_channels_follow_the_bandwidth_ratio() -> None:
     assert latent_channels(bits.model) == 6  # 6 * rho * 8^2 / T
     with pytest.raises(ConfigError, match="model.cbr"):
         latent_channels(load_config("default", ["model.cbr=0.05"]).model)
-
-
-def test_stored_configs_without_twin_gradient_keep_the_exact_gradient() -> None:
-    """Checkpoints written before ``model.twin_gradient`` existed resume as trained."""
-    stored = load_config("default").to_dict()
-    del stored["model"]["twin_gradient"]
-    assert config_from_stored(stored).model.twin_gradient == "exact"
-    assert load_config("default").model.twin_gradient == "surrogate"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from conftest import SAMPLES, write_image
 from shared.config import DataConfig
 from shared.data.crops import centre_crop_box, eval_crop, pad_to_multiple, stereo_flip
 from shared.data.datasets import EvalPairs, TrainBatches, training_sources
-from shared.data.images import DataError, read_image
+from shared.data.images import read_image
 from shared.data.pairs import find_images, find_pairs, read_split
 from shared.data.synthesis import (
     _splat_disparity,
@@ -21,6 +21,7 @@ from shared.data.synthesis import (
     render_right_view,
     synthetic_stereo,
 )
+from shared.errors import DataError
 
 
 def pair(root: Path, left: str, right: str, seed: int = 0, size=(20, 30)) -> None:
@@ -198,6 +199,7 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
         root=str(tmp_path),
         stereo=(),
         mono=("mono",),
+        val_split="",
         crop_height=16,
         crop_width=32,
         scale_max=2.0,
@@ -205,6 +207,8 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
     cfg_stereo = DataConfig(
         root=str(SAMPLES),
         stereo=("stereo",),
+        mono=(),
+        val_split="",
         crop_height=16,
         crop_width=32,
         mono_fraction=0.5,
@@ -230,6 +234,7 @@ def tree_config(root: Path, **settings: object) -> DataConfig:
         root=str(root),
         stereo=("stereo",),
         mono=("mono",),
+        val_split="",
         crop_height=16,
         crop_width=32,
         **settings,
@@ -271,7 +276,9 @@ def test_images_that_fail_to_decode_stop_or_are_skipped(tmp_path: Path, caplog) 
 def test_validation_split_is_excluded_from_training(tmp_path: Path) -> None:
     split = tmp_path / "val.txt"
     split.write_text("stereo/cones_2003_Q\n")
-    cfg = DataConfig(root=str(SAMPLES), stereo=("stereo",), val_split=str(split))
+    cfg = DataConfig(
+        root=str(SAMPLES), stereo=("stereo",), mono=(), val_split=str(split)
+    )
     pairs, mono = training_sources(cfg)
     assert len(pairs) == 6 and not mono
     assert all("cones" not in p.name for p in pairs)

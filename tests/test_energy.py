@@ -8,7 +8,8 @@ from conftest import calibrate
 from torch import nn
 
 from shared.config import load_config
-from shared.evaluation import Frame, evaluate
+from shared.data.frames import Frame
+from shared.evaluation import evaluate
 from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_frame
 from shared.model.registry import build_model
 
@@ -45,6 +46,6 @@ def test_evaluation_reports_energy_per_frame(sample_pair) -> None:
     )
     assert energy["sops"] > 0 and energy["cnn_twin"] > 0
     assert energy["cnn_twin"] == pytest.approx(
-        twin_macs_per_frame(model, 64, 128) * E_MAC_PJ
+        twin_macs_per_frame(model.cfg, 64, 128) * E_MAC_PJ
     )
     assert 0 < record["firing_rate"] < 1

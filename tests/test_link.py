@@ -13,28 +13,35 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zmq
-from conftest import REPO, raw_frame, valid_header, write_image
-
-from shared.channel import WirelessChannel, generator_for
-from shared.channel.modulation import channel_input_from_latent
-from shared.commands.link import LinkRun, endpoint_overrides, run_link
-from shared.config import dump_config, load_config
-from shared.control import ControlClient, ControlError
-from shared.data.images import DataError
-from shared.data.synthesis import synthetic_stereo
-from shared.evaluation import evaluate
-from shared.model.checkpoint import load_model
-from shared.protocol import (
-    channel_message,
-    describe_channel,
-    eos_message,
-    latent_message,
-    reference_message,
+from conftest import (
+    REPO,
+    OutputLines,
+    delivered,
+    latent_view,
+    raw_frame,
+    synthetic_frame,
+    valid_header,
+    wait_until,
+    write_image,
 )
+
+from shared.channel import WirelessChannel
+from shared.config import dump_config, load_config
+from shared.errors import ControlError, DataError
+from shared.evaluation import evaluate
+from shared.link.control import ControlClient
+from shared.link.launcher import LinkRun, endpoint_overrides, run_link
+from shared.link.messages import (
+    EndOfStream,
+    ReferenceView,
+)
+from shared.model.checkpoint import load_model
 from shared.wire import WIRE_VERSION, Message, decode_message, encode_message
 from transmitter.source import frames as source_frames
+
+#: Every test here starts processes or trains (left out of ``make test-fast``).
+pytestmark = pytest.mark.heavy
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -54,6 +61,12 @@ def link_config(tmp: Path, model: Path, *extra: str):
     )
 
 
+def frames_logged(out: Path) -> int:
+    """Frames the receiver has written to ``frames.jsonl`` so far."""
+    path = out / "frames.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def read_frames(out: Path) -> list[dict]:
     return [
         json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()
@@ -61,14 +74,22 @@ def read_frames(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "transport, channel", [("tcp", "rayleigh_block"), ("ipc", "awgn")]
+    "transport, channel, checkpoint",
+    [
+        ("tcp", "rayleigh_block", "tiny_checkpoint"),
+        ("ipc", "awgn", "tiny_checkpoint"),
+        ("tcp", "awgn", "tiny_bpsk_checkpoint"),
+        ("ipc", "bsc", "tiny_bpsk_checkpoint"),
+    ],
 )
 def test_link_equals_in_process_evaluation(
-    tmp_path: Path, tiny_checkpoint: Path, transport: str, channel: str
+    tmp_path: Path, request, transport: str, channel: str, checkpoint: str
 ) -> None:
+    """Both latent codes through the three processes give the in-process numbers."""
+    model_path = request.getfixturevalue(checkpoint)
     cfg = link_config(
         tmp_path,
-        tiny_checkpoint,
+        model_path,
         "channel.snr_db=3.0",
         f"channel.kind={channel}",
         "channel.seed=11",
@@ -79,19 +100,17 @@ def test_link_equals_in_process_evaluation(
     summary = result.summary
     assert summary["frames_sent"] == summary["frames_received"] == 4
     assert summary["frames_lost"] == 0 and summary["frames_single_view"] == 0
-    assert (
-        summary["rho"] == pytest.approx(1 / 16)
-        and summary["channel_uses_per_view"] == 1536
-    )
+    assert summary["rho"] == pytest.approx(1 / 16)
+    assert summary["channel_uses_per_view"] == 1536
     assert set(summary["latency_ms"]) == {"p50", "p95"} and summary["fps"] > 0
     assert summary["energy_pj_per_frame"]["snn"] > 0
     assert summary["energy_pj_per_frame"]["cnn_twin"] > 0
     assert (tmp_path / "frames" / "000003_right.png").exists()
     assert (tmp_path / "grid" / "000000.png").exists()
 
-    model, model_cfg = load_model(tiny_checkpoint)
+    model, _ = load_model(model_path)
     frames = [f for f, _ in source_frames(cfg, model.stride)]
-    channel_model = WirelessChannel.from_config(cfg.channel, "analog")
+    channel_model = WirelessChannel.for_code(cfg.channel, model.code)
     expected = evaluate(
         model, frames, [3.0], channel_model, seed=11, measure_energy=False
     )[0]["frames"]
@@ -114,17 +133,12 @@ def test_snr_changes_through_the_control_socket(
 
     def controller(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
-            replies["scheduled"] = client.request("set", snr_db=0.0, from_seq=9)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                path = tmp_path / "frames.jsonl"
-                if path.exists() and len(path.read_text().splitlines()) >= 3:
-                    break
-                time.sleep(0.05)
-            replies["now"] = client.request("set", snr_db=-5.0)
-            replies["stats"] = client.request("stats")
+            replies["scheduled"] = client.set_channel(from_seq=9, snr_db=0.0)
+            wait_until(lambda: frames_logged(tmp_path) >= 3, 60, "3 decoded frames")
+            replies["now"] = client.set_channel(snr_db=-5.0)
+            replies["stats"] = client.stats()
             with pytest.raises(ControlError, match="snr_db"):
-                client.request("set", snr_db="loud")
+                client.set_channel(snr_db="loud")
 
     result = run_link(cfg, quiet=True, controller=controller)
     assert result.status == 0
@@ -146,8 +160,8 @@ def test_setup_settings_hold_from_the_first_frame(
 
     def setup(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
-            client.request("set", snr_db=-5.0, from_seq=0)
-            client.request("set", snr_db=0.0, from_seq=3)
+            client.set_channel(from_seq=0, snr_db=-5.0)
+            client.set_channel(from_seq=3, snr_db=0.0)
 
     result = run_link(cfg, quiet=True, setup=setup)
     assert result.status == 0
@@ -162,13 +176,13 @@ def test_failed_setup_stops_the_run_before_the_transmitter(
 
     def setup(endpoint: str) -> None:
         with ControlClient(endpoint) as client:
-            client.request("set", snr_db="loud")
+            client.set_channel(snr_db="loud")
 
     run = LinkRun(cfg, quiet=True)
     try:
         run.start(setup)
         assert "tx" not in run.children
-        assert run.error.startswith("set-up failed: channel refused set")
+        assert run.error.startswith("set-up failed: channel refused SetRequest")
         assert run.wait() == 1
     finally:
         run.close()
@@ -201,15 +215,21 @@ def test_late_peers_lose_nothing(
         *endpoint_overrides(transport, tmp_path),
     )
     procs = [start("transmitter", cfg, tmp_path)]
+    transmitter = OutputLines(procs[0])
     try:
-        time.sleep(4.0)
+        transmitter.wait_for("streaming 3 frames per pass", 60)
         assert procs[0].poll() is None, "the transmitter ended before its peers started"
         procs += [start(m, cfg, tmp_path) for m in ("channel_sim", "receiver")]
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
+        procs[0].wait(timeout=120)
+        outputs = [transmitter.text()]
+        outputs += [p.communicate(timeout=120)[0] for p in procs[1:]]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
+        for proc in procs[1:]:
+            if not proc.stdout.closed:
                 proc.communicate()
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -253,26 +273,6 @@ def garbage_frames(max_bytes: int) -> list[bytes]:
     return [os.urandom(300), valid[:-7], oversized, other_version, nonsense]
 
 
-def latent_for(model, cfg, seq: int, view: int):
-    left, right = synthetic_stereo(1, 64, 128, seed=seq)
-    latent = model.encode(left, right)["latent"][view, 0].numpy()
-    meta = {
-        "name": f"s{seq}",
-        "height": 64,
-        "width": 128,
-        "orig_height": 64,
-        "orig_width": 128,
-        "enc_rate_sum": 0.0,
-        "enc_layers": 1,
-        "enc_energy_pj": 0.0,
-        "model_kind": "snn",
-    }
-    msg, packed = latent_message(
-        1, seq, view, latent, "count_pam", cfg.model.time_steps, meta
-    )
-    return msg, packed, (left if view == 0 else right)[0]
-
-
 def test_channel_process_survives_bad_input(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
@@ -293,10 +293,11 @@ def test_channel_process_survives_bad_input(
     try:
         for frame in garbage_frames(200000):
             push.send(frame)
-        msg, packed, _ = latent_for(model, cfg, 0, 0)
+        sent = latent_view(model.code, 0, 0, model)
+        msg = decode_message(sent.encode())
         wider = dataclasses.replace(msg, meta={**msg.meta, "orig_width": 129})
-        push.send(encode_message(wider, packed))
-        push.send(encode_message(msg, packed))
+        push.send(encode_message(wider))
+        push.send(sent.encode())
         deadline = time.monotonic() + 60
         received = None
         while time.monotonic() < deadline and received is None:
@@ -306,7 +307,7 @@ def test_channel_process_survives_bad_input(
                     received = candidate
         assert received is not None and received.seq == 0 and "y" in received.arrays
         with ControlClient(cfg.link.channel_control) as client:
-            stats = client.request("stats")
+            stats = client.stats()
             assert stats["dropped"] == 6
             assert (
                 stats["dropped_checksum"],
@@ -314,7 +315,7 @@ def test_channel_process_survives_bad_input(
                 stats["dropped_version"],
                 stats["dropped_protocol"],
             ) == (2, 1, 1, 2)
-            client.request("stop")
+            client.stop()
         output, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0
         assert "dropped a" in output
@@ -325,19 +326,6 @@ def test_channel_process_survives_bad_input(
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-
-
-def channel_view(model, cfg, seq: int, view: int) -> tuple[Message, torch.Tensor]:
-    """The channel's message for one view of a synthetic 64x128 frame, and the view."""
-    msg, _, image = latent_for(model, cfg, seq, view)
-    latent = torch.from_numpy(msg.arrays["counts"])[None]
-    x = channel_input_from_latent(latent, "count_pam", cfg.model.time_steps)
-    channel = WirelessChannel.from_config(cfg.channel, "analog")
-    use = channel.propagate(
-        channel.transmit(x), torch.tensor([5.0]), generator_for(0, seq, view)
-    )
-    settings = {**describe_channel(cfg.channel), "snr_db": 5.0}
-    return channel_message(msg, use, tuple(latent.shape[1:]), settings), image
 
 
 def undecodable_views(good: Message) -> list[Message]:
@@ -392,17 +380,22 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
             ref.send(frame)
         for seq in (0, 1):
             for view in (0, 1):
-                msg, image = channel_view(model, cfg, seq, view)
+                view_msg = delivered(
+                    latent_view(model.code, seq, view, model), "awgn", 5.0
+                )
+                msg = decode_message(view_msg.encode())
+                image = synthetic_frame(seq)[view][0]
                 if (seq, view) == (1, 1):  # a reference of the wrong size
                     image = image[:, :32, :32]
-                ref.send(encode_message(reference_message(1, seq, view, image, {})))
+                ref.send(ReferenceView(1, seq, view, image).encode())
                 if (seq, view) == (0, 1):
                     for bad in undecodable_views(msg):
                         data.send(encode_message(bad))
                 data.send(encode_message(msg))
-        bad_eos = dataclasses.replace(eos_message(1, 2), meta={"frames_sent": "two"})
+        eos = decode_message(EndOfStream(1, 2).encode())
+        bad_eos = dataclasses.replace(eos, meta={"frames_sent": "two"})
         data.send(encode_message(bad_eos))
-        data.send(encode_message(eos_message(1, 2)))
+        data.send(EndOfStream(1, 2).encode())
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output[-2000:]
     finally:
@@ -485,16 +478,16 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (out / "frames.jsonl").exists():
-        time.sleep(0.1)
-    time.sleep(1.0)
+    wait_until(lambda: frames_logged(out) >= 2, 60, "2 decoded frames")
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
-    time.sleep(0.5)
-    leftovers = subprocess.run(
-        ["pgrep", "-f", str(out)], capture_output=True, text=True
-    )
-    assert leftovers.stdout.strip() == ""
+
+    def no_child_left() -> bool:
+        found = subprocess.run(
+            ["pgrep", "-f", str(out)], capture_output=True, text=True
+        )
+        return found.stdout.strip() == ""
+
+    wait_until(no_child_left, 10, "the three processes to exit")
     assert (out / "summary.json").exists()

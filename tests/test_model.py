@@ -7,7 +7,9 @@ import torch
 from conftest import calibrate
 
 from shared.channel import generator_for
-from shared.config import ConfigError, load_config
+from shared.config import load_config
+from shared.errors import ConfigError, DataError
+from shared.link.hop import DecoderInput, receive, send
 from shared.model.fusion import parallax_masks, row_attention
 from shared.model.jscc import StereoJSCC
 from shared.model.registry import build_model
@@ -18,6 +20,7 @@ def default_model(*overrides: str) -> StereoJSCC:
     return build_model(load_config("default", list(overrides)).model)
 
 
+@pytest.mark.heavy
 def test_every_lif_layer_fires_at_a_healthy_rate_on_a_real_photo(sample_pair) -> None:
     model = default_model()
     model.train()
@@ -28,6 +31,7 @@ def test_every_lif_layer_fires_at_a_healthy_rate_on_a_real_photo(sample_pair) ->
     assert not silent_or_saturated
 
 
+@pytest.mark.heavy
 def test_gradient_reaches_the_first_encoder_convolution(sample_pair) -> None:
     model = default_model()
     model.train()
@@ -38,6 +42,7 @@ def test_gradient_reaches_the_first_encoder_convolution(sample_pair) -> None:
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.heavy
 def test_latent_is_spike_counts_with_every_level(sample_pair) -> None:
     model = calibrate(default_model(), *sample_pair)
     coded = model.encode(*sample_pair)
@@ -51,13 +56,17 @@ def test_latent_is_spike_counts_with_every_level(sample_pair) -> None:
 
 def test_zero_latent_through_the_channel_gives_zeros_not_nan() -> None:
     model = default_model()
-    x = torch.zeros(2, 12288)  # count T/2 everywhere: amplitude 0
-    z = model.channel.transmit(x)
+    latent = torch.full((2, 6, 32, 64), 2, dtype=torch.uint8)  # amplitude 0 everywhere
+    z = model.channel.transmit(model.code.channel_input(latent))
     assert torch.equal(z, torch.zeros_like(z))
-    soft, _ = model.channel(x, torch.tensor([10.0, 10.0]), generator_for(0, 0))
-    assert torch.isfinite(soft).all()
+    snr = torch.tensor([10.0, 10.0])
+    use = send(model.code, model.channel, latent, snr, generator_for(0, 0))
+    received = receive(model.code, model.channel, use, snr, (6, 32, 64))
+    assert received.soft.shape == (2, 6, 32, 64)
+    assert torch.isfinite(received.soft).all()
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -78,15 +87,18 @@ def test_forward_equals_encode_channel_decode(sample_pair, overrides) -> None:
     with torch.no_grad():
         out = model(*sample_pair, snr[:1], generator_for(1, "test"))
     coded = model.encode(*sample_pair)
-    latent = coded["latent"]
-    x = model.channel_input(latent.flatten(0, 1))
-    soft, known = model.channel(x, snr, generator_for(1, "test"))
-    halves = model.decode(soft, coded["shape"], known)
-    assert torch.equal(out["z"], x)
+    latent = coded["latent"].flatten(0, 1)
+    use = send(model.code, model.channel, latent, snr, generator_for(1, "test"))
+    received = receive(model.code, model.channel, use, snr, coded["shape"])
+    halves = model.decode(received)
+    code = model.code
+    assert torch.equal(code.channel_input(out["latent"]), code.channel_input(latent))
+    assert torch.equal(out["soft"], received.soft)
     assert torch.equal(out["x_hat_left"], halves["x_hat_left"])
     assert torch.equal(out["x_hat_right"], halves["x_hat_right"])
 
 
+@pytest.mark.heavy
 def test_outputs_are_images_with_many_distinct_values(sample_pair) -> None:
     model = calibrate(default_model(), *sample_pair)
     with torch.no_grad():
@@ -112,7 +124,7 @@ def test_bit_latent_over_a_binary_symmetric_channel(sample_pair) -> None:
     model = build_model(cfg.model, cfg.channel)
     model.train()
     out = model(*sample_pair, torch.tensor([0.0]))
-    assert set(out["z"].unique().tolist()) <= {0.0, 1.0}
+    assert set(out["latent"].unique().tolist()) <= {0.0, 1.0}
     assert model.channel_uses(128, 256)["rho"] == pytest.approx(1 / 16)
     (out["x_hat_left"].mean() + out["x_hat_right"].mean()).backward()
     assert model.encoder_left.stem[0].weight.grad.abs().sum() > 0
@@ -120,7 +132,7 @@ def test_bit_latent_over_a_binary_symmetric_channel(sample_pair) -> None:
 
 def test_sizes_must_match_the_stride() -> None:
     model = default_model()
-    with pytest.raises(ValueError, match="multiple of the model stride 4"):
+    with pytest.raises(DataError, match="multiple of the model stride 4"):
         model.encode(torch.rand(1, 3, 30, 64), torch.rand(1, 3, 30, 64))
     with pytest.raises(ConfigError, match="model.arch"):
         build_model(load_config("tiny", ["model.arch=resnet"]).model)
@@ -147,13 +159,13 @@ def test_row_attention_normalises_over_columns_of_one_row() -> None:
     assert torch.allclose(out3[..., 0], v[..., 0])
 
 
+@pytest.mark.heavy
 def test_snr_conditioning_changes_the_output(sample_pair) -> None:
     model = calibrate(default_model(), *sample_pair)
     for gate in (s.gate for s in model.decoder.scales):
         torch.nn.init.normal_(gate.mlp[-1].weight)
-    coded = model.encode(*sample_pair)
-    soft = torch.randn(2, 12288)
-    low = model.decode(soft, coded["shape"], torch.tensor([0.0, 0.0]))["x_hat_left"]
-    high = model.decode(soft, coded["shape"], torch.tensor([15.0, 15.0]))["x_hat_left"]
-    unknown = model.decode(soft, coded["shape"], None)["x_hat_left"]
+    soft = torch.randn(2, 6, 32, 64)
+    low = model.decode(DecoderInput(soft, torch.tensor([0.0, 0.0])))["x_hat_left"]
+    high = model.decode(DecoderInput(soft, torch.tensor([15.0, 15.0])))["x_hat_left"]
+    unknown = model.decode(DecoderInput(soft, None))["x_hat_left"]
     assert not torch.equal(low, high) and not torch.equal(low, unknown)

@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, SAMPLES, write_image
 from PIL import Image
 
 from shared.config import DataConfig
 from shared.data.datasets import TrainBatches, training_sources
+
+#: Every test here starts processes or trains (left out of ``make test-fast``).
+pytestmark = pytest.mark.heavy
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -56,6 +60,7 @@ def test_pack_re_encodes_thins_and_lists_the_training_pairs(tmp_path: Path) -> N
         stereo=(),
         mono=("mono", "kodak"),
         train_split=str(out / "train_pairs.txt"),
+        val_split="",
         crop_height=16,
         crop_width=32,
     )

@@ -15,9 +15,12 @@ from shared.baselines import (
     code_at_budget,
     instantaneous_snr_db,
 )
+from shared.channel import WirelessChannel, generator_for
 from shared.channel.theory import capacity_bits
-from shared.commands.common import load_frames, parse_snrs
+from shared.commands.common import parse_snrs
 from shared.commands.sweep import main as sweep_main
+from shared.data.frames import load_frames
+from shared.errors import ConfigError
 from shared.model.checkpoint import load_model
 from shared.sweep import SweepSpec, sweep_in_process, sweep_link
 
@@ -38,7 +41,7 @@ def test_block_fading_uses_the_instantaneous_snr() -> None:
     assert faded[0] == instantaneous_snr_db("rayleigh_block", 5.0, 0, 0, 0)
     gains = torch.tensor([10 ** ((f - 5.0) / 10) for f in faded])
     assert gains.mean().item() == pytest.approx(1.0, abs=0.08)  # E|h|^2 = 1
-    with pytest.raises(ValueError, match="bsc"):
+    with pytest.raises(ConfigError, match="bsc"):
         instantaneous_snr_db("bsc", 5.0, 0, 0, 0)
 
 
@@ -67,16 +70,17 @@ def test_negative_snr_values_follow_their_flag() -> None:
 def test_snr_lists_and_ranges() -> None:
     assert parse_snrs("-5:15:2.5") == [-5.0, -2.5, 0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0]
     assert parse_snrs("0, 3,7") == [0.0, 3.0, 7.0]
-    with pytest.raises(ValueError, match="START:STOP:STEP"):
+    with pytest.raises(ConfigError, match="START:STOP:STEP"):
         parse_snrs("0:10:0")
-    with pytest.raises(ValueError, match="SNR list"):
+    with pytest.raises(ConfigError, match="SNR list"):
         parse_snrs("loud")
-    with pytest.raises(ValueError, match=r"'0,500'.*snr_db.*<= 80"):
+    with pytest.raises(ConfigError, match=r"'0,500'.*snr_db.*<= 80"):
         parse_snrs("0,500")
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ConfigError, match="finite"):
         parse_snrs("nan")
 
 
+@pytest.mark.heavy
 def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:
     model, cfg = load_model(tiny_checkpoint)
     frames = load_frames(
@@ -100,6 +104,7 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
             assert abs(a["psnr_db"][side] - b["psnr_db"][side]) < 1e-4
 
 
+@pytest.mark.heavy
 def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> None:
     code = sweep_main(
         [
@@ -141,3 +146,26 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
             sweep_main(["--model", str(tiny_checkpoint), *bad, "--out", str(tmp_path)])
             == 1
         )
+
+
+def test_block_fading_baselines_see_the_links_own_fading() -> None:
+    """The capacity baseline of a view uses the |h|^2 that the channel process draws for
+    that view (the same seeded generator, first draw)."""
+    for kind in ("rayleigh_block", "rician_block"):
+        channel = WirelessChannel(kind, "analog", csi="perfect")
+        for seq, view in ((0, 0), (5, 1), (123, 0)):
+            x = torch.randn(1, 64)
+            use = channel.propagate(
+                channel.transmit(x), torch.tensor([5.0]), generator_for(3, seq, view)
+            )
+            gain_db = 10 * math.log10(float(use.h.abs().square()[0, 0]))
+            assert instantaneous_snr_db(kind, 5.0, 3, seq, view) == pytest.approx(
+                5.0 + gain_db, abs=1e-6
+            )
+
+
+def test_a_sweep_without_frames_or_points_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least one stereo pair"):
+        SweepSpec((("awgn", 0.0),), "perfect", 0, 0)
+    with pytest.raises(ConfigError, match="point"):
+        SweepSpec((), "perfect", 0, 3)

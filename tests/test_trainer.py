@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -15,15 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import REPO, SAMPLES
+from conftest import REPO, SAMPLES, wait_until
 from torch.nn.parallel import DistributedDataParallel
 
 from shared.config import load_config, override_arguments
 from shared.data.datasets import EvalPairs
+from shared.data.frames import Frame
 from shared.data.pairs import find_pairs
-from shared.evaluation import Frame, evaluate
-from shared.model.checkpoint import CheckpointError, load_checkpoint, load_model
+from shared.errors import CheckpointError, TrainingError
+from shared.evaluation import evaluate
+from shared.model.checkpoint import load_checkpoint, load_model
 from shared.model.registry import build_model
+from shared.signals import StopFlag
 from trainer import train as train_module
 from trainer.__main__ import main
 from trainer.distributed import Runtime, any_rank, setup, teardown
@@ -31,11 +35,13 @@ from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
 from trainer.train import (
-    TrainingError,
     _check_silent,
     cpu_has_bfloat16,
     mixed_precision,
 )
+
+#: Every test here starts processes or trains (left out of ``make test-fast``).
+pytestmark = pytest.mark.heavy
 
 TINY_ON_SAMPLES = [
     "--config",
@@ -193,9 +199,7 @@ def test_ctrl_c_saves_the_step_reached_and_the_run_resumes(tmp_path: Path) -> No
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not read_records(tmp_path, "train"):
-            time.sleep(0.2)
+        wait_until(lambda: read_records(tmp_path, "train"), 120, "a training record")
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -240,13 +244,24 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 4
 
 
-def _on_two_ranks(rank_main: Callable[[int, int, str], None], out_dir: Path) -> list:
+def _on_two_ranks(
+    rank_main: Callable[[int, int, str], None], out_dir: Path, timeout_s: float = 120
+) -> list:
     """Run ``rank_main(rank, port, out_dir)`` in two spawned processes on a free local
-    port; returns what each rank wrote to ``out_dir/rank<r>.json``, by rank."""
+    port; returns what each rank wrote to ``out_dir/rank<r>.json``, by rank. Ranks still
+    running after ``timeout_s`` are killed and the test fails: they hung."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(rank_main, args=(port, str(out_dir)), nprocs=2)
+    ranks = torch.multiprocessing.start_processes(
+        rank_main, args=(port, str(out_dir)), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + timeout_s
+    while not ranks.join(timeout=max(deadline - time.monotonic(), 0.1)):
+        if time.monotonic() > deadline:
+            for proc in ranks.processes:
+                proc.kill()
+            pytest.fail(f"a rank was still running after {timeout_s:.0f} s")
     return [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
@@ -263,6 +278,52 @@ def _vote(rank: int, port: int, out_dir: str) -> None:
 def test_a_stop_wanted_by_one_rank_stops_every_rank(tmp_path: Path) -> None:
     """The time budget must end the loop on all ranks at the same step."""
     assert _on_two_ranks(_vote, tmp_path) == [[True, False], [True, False]]
+
+
+def _train_with_a_failing_rank(rank: int, port: int, out_dir: str) -> None:
+    """One rank of a two-process gloo run of the real trainer, where rank 1's loss is
+    not finite at its third step; records how the rank's run ended."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60)
+    )
+    runtime = Runtime(rank, 2, torch.device("cpu"), True)
+    if rank == 1:
+        real, calls = train_module.stereo_loss, []
+
+        def poisoned(output, batch, cfg):
+            calls.append(1)
+            terms = real(output, batch, cfg)
+            if len(calls) == 3:
+                terms["loss"] = terms["loss"] * float("nan")
+            return terms
+
+        train_module.stereo_loss = poisoned
+    settings = (
+        f"data.root={SAMPLES}",
+        "data.stereo=[stereo]",
+        "train.steps=8",
+        "train.threads=1",
+        "train.log_every=1",
+        f"train.out_dir={out_dir}/run",
+    )
+    try:
+        with StopFlag() as stop:
+            train_module.train(load_config("tiny", settings), runtime, stop)
+        outcome = "finished"
+    except TrainingError as exc:
+        outcome = str(exc)
+    finally:
+        teardown(runtime)
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(outcome))
+
+
+def test_a_failing_rank_stops_every_rank_without_a_hang(tmp_path: Path) -> None:
+    """Rank 1 fails before its backward pass, where rank 0 would wait for its gradients:
+    both ranks end with an error, and neither waits for the other."""
+    outcomes = _on_two_ranks(_train_with_a_failing_rank, tmp_path, timeout_s=120)
+    assert "another rank stopped with an error" in outcomes[0]
+    assert "non-finite loss" in outcomes[1] and "step 2" in outcomes[1]
 
 
 THREADS = Path("/proc/self/task")

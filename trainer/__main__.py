@@ -14,18 +14,16 @@ from pathlib import Path
 
 from shared.config import (
     Config,
-    ConfigError,
     add_config_arguments,
     config_from_dict,
-    config_from_stored,
     dump_config,
     load_config,
 )
-from shared.data.images import DataError
-from shared.model.checkpoint import CheckpointError, config_differences, load_checkpoint
+from shared.errors import CheckpointError, ConfigError, SpikeLinkError
+from shared.model.checkpoint import config_differences, load_checkpoint, stored_config
 from shared.signals import StopFlag
 from trainer.distributed import setup, teardown
-from trainer.train import TrainingError, train
+from trainer.train import train
 
 log = logging.getLogger("trainer")
 
@@ -116,9 +114,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[Config, dict | None]:
         else Path(args.resume)
     )
     ckpt = load_checkpoint(path)
-    resumed = config_from_dict(config_from_stored(ckpt["config"]).to_dict(), overrides)
+    stored = stored_config(ckpt).to_dict()
+    resumed = config_from_dict(stored, overrides)
     requested = cfg if args.config else resumed
-    stored = config_from_stored(ckpt["config"]).to_dict()
     changed = [
         d
         for d in config_differences(stored, requested.to_dict())
@@ -147,13 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.overwrite and ckpt is None:
         for name in CHECKPOINT_FILES:
             (Path(cfg.train.out_dir) / name).unlink(missing_ok=True)
-    runtime = setup(cfg.train.device)
+    try:
+        runtime = setup(cfg.train.device)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if runtime.is_main:
             log.info("resolved config:\n%s", dump_config(cfg))
         with StopFlag() as stop:
             result = train(cfg, runtime, stop, ckpt)
-    except (ConfigError, CheckpointError, DataError, TrainingError) as exc:
+    except SpikeLinkError as exc:
         log.error("%s", exc)
         return 1
     finally:

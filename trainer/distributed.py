@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -15,6 +17,10 @@ import torch.distributed as dist
 # where one that frees a tensor aborts the rank (SIGABRT). Imported here, before any
 # group exists, it binds None.
 import torch.distributed.nn.functional  # noqa: F401
+
+from shared.errors import ConfigError, TrainingError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ def setup(device_choice: str) -> Runtime:
         device_choice == "auto" and torch.cuda.is_available()
     )
     if device_choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ConfigError(
             "config key 'train.device' is 'cuda' but CUDA is not available"
         )
     if "RANK" not in os.environ:
@@ -64,6 +70,25 @@ def any_rank(runtime: Runtime, flag: bool) -> bool:
     vote = torch.tensor([float(flag)], device=runtime.device)
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
+
+
+def together(runtime: Runtime, phase: Callable[[], T]) -> T:
+    """Run one phase of training on this rank, then vote: when the phase failed on any
+    rank, it fails on every rank.
+
+    The rank that failed re-raises its own exception (with its traceback); the others
+    raise TrainingError. Without the vote a rank that stops alone leaves the others
+    waiting in their next collective (DDP's buffer broadcast or gradient all-reduce).
+    """
+    try:
+        result, error = phase(), None
+    except Exception as exc:  # re-raised below, once every rank knows
+        result, error = None, exc
+    if any_rank(runtime, error is not None):
+        if error is not None:
+            raise error
+        raise TrainingError("another rank stopped with an error; this rank stops too")
+    return result
 
 
 def teardown(runtime: Runtime) -> None:

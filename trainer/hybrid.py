@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from shared.config import Config
+from shared.errors import CheckpointError
 from shared.model.checkpoint import (
-    CheckpointError,
     config_differences,
     evaluated_weights,
     load_checkpoint,
     load_state_strict,
+    stored_config,
 )
 
 #: Keys of the model config that may differ between the twin and the SNN.
@@ -35,7 +36,7 @@ def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) ->
     BatchNorm weight and bias, which moves the membrane inputs relative to the threshold.
     """
     ckpt = load_checkpoint(path)
-    twin_model = ckpt["config"].get("model", {})
+    twin_model = stored_config(ckpt).to_dict()["model"]
     ours = cfg.to_dict()["model"]
     diffs = [
         d

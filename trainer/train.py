@@ -1,10 +1,13 @@
-"""The training loop: one readable function, in the manner of nanoGPT's train.py."""
+"""The training loop in phases: set-up, step, validation, checkpoint (after nanoGPT's
+train.py). Under DDP every phase that can fail on one rank ends in a vote of all ranks
+(:func:`trainer.distributed.together`), so that one failing rank stops them all."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from shared.channel.rng import generator_for
-from shared.config import Config, ConfigError, dump_config
+from shared.config import Config, dump_config
 from shared.data.datasets import (
     EvalPairs,
     TrainBatches,
     training_sources,
     validation_pairs,
 )
-from shared.evaluation import Frame, evaluate
+from shared.data.frames import Frame
+from shared.errors import ConfigError, TrainingError
+from shared.evaluation import evaluate
 from shared.model.checkpoint import (
     evaluated_weights,
     git_commit,
@@ -34,7 +39,7 @@ from shared.model.checkpoint import (
 from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
 from shared.signals import StopFlag
-from trainer.distributed import Runtime, any_rank
+from trainer.distributed import Runtime, any_rank, together
 from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
 from trainer.logs import MetricsLog
@@ -89,10 +94,6 @@ def freeze_batchnorm(model: nn.Module) -> None:
             module.eval()
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, silent layer); the message says why."""
-
-
 def load_val_frames(cfg: Config) -> list[Frame]:
     """The validation split with the evaluation crop (empty without ``data.val_split``)."""
     if not cfg.data.val_split:
@@ -137,30 +138,6 @@ def _batch_snr(cfg: Config, runtime: Runtime, step: int, batch: int) -> torch.Te
     return cfg.train.snr_min_db + (cfg.train.snr_max_db - cfg.train.snr_min_db) * u
 
 
-def _checkpoint(
-    commit: str,
-    model: StereoJSCC,
-    optimizer: torch.optim.Optimizer,
-    cfg: Config,
-    step: int,
-    best: float,
-    metrics: dict[str, Any],
-    average: WeightAverage | None,
-) -> dict[str, Any]:
-    extra = {"ema": average.state_dict()} if average is not None else {}
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": {"name": "warmup_cosine", "step": step},
-        "config": cfg.to_dict(),
-        "step": step,
-        "best_metric": best,
-        "metrics": metrics,
-        "git_commit": commit,
-        **extra,
-    }
-
-
 def _check_silent(
     rates: dict[str, torch.Tensor], silent_counts: dict[str, int]
 ) -> None:
@@ -175,6 +152,264 @@ def _check_silent(
         )
 
 
+class TrainingRun:
+    """The state of one training run, set up once and then advanced step by step.
+
+    ``step`` counts the optimiser steps done; ``best`` and ``metrics`` are the best
+    validation PSNR so far and the last validation. Only rank 0 logs, validates and
+    saves. ``resume`` is a loaded checkpoint to continue from exactly (batches, SNRs and
+    channel noise depend only on the seed and the step).
+    """
+
+    def __init__(
+        self, cfg: Config, runtime: Runtime, resume: dict[str, Any] | None
+    ) -> None:
+        tc = cfg.train
+        if (
+            tc.loss == "mse_msssim"
+            and min(cfg.data.crop_height, cfg.data.crop_width) < 97
+        ):
+            raise ConfigError(
+                "config key 'train.loss': 'mse_msssim' needs data.crop_height and "
+                "data.crop_width >= 97 (MS-SSIM with win_size 7)"
+            )
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
+        torch.manual_seed(tc.seed)
+        self.cfg, self.runtime, self.out_dir = cfg, runtime, Path(tc.out_dir)
+        self.layout = MEMORY_FORMATS[tc.memory_format]
+        self.model = build_model(cfg.model, cfg.channel).to(
+            runtime.device, memory_format=self.layout
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
+        )
+        self.step, self.best, self.metrics = 0, -math.inf, {}
+        if resume is not None:
+            load_state_strict(self.model, resume["model"], "resume checkpoint")
+            self.optimizer.load_state_dict(resume["optimizer"])
+            self.step, self.best = resume["step"], resume["best_metric"]
+            self.metrics = resume["metrics"]
+        elif tc.init_from:
+            init_from_twin(self.model, tc.init_from, cfg, tc.init_bn_scale)
+        self.average = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
+        if self.average is not None and resume is not None and "ema" in resume:
+            self.average.load_state_dict(resume["ema"], "resume checkpoint (ema)")
+        self.net: nn.Module = self.model
+        pairs, mono = training_sources(cfg.data)
+        batches = TrainBatches(
+            pairs, mono, cfg.data, tc.batch_size, tc.seed, runtime.rank
+        )
+        self.loader = DataLoader(
+            batches,
+            batch_size=None,
+            sampler=range(self.step, tc.steps),
+            num_workers=cfg.data.workers,
+        )
+        self.val_frames = load_val_frames(cfg) if runtime.is_main else []
+        self.mlog = (
+            MetricsLog(self.out_dir, ("train", "val"), fresh=resume is None)
+            if runtime.is_main
+            else None
+        )
+        self.validates_start = resume is None and bool(tc.init_from)
+        self.autocast = mixed_precision(runtime.device, tc.precision)
+        self.silent_counts: dict[str, int] = {}
+        self.commit = git_commit()  # the code this run started with, not HEAD at save
+        self.t_start = time.monotonic()
+        self.t_last, self.step_last = self.t_start, self.step
+        if runtime.is_main:
+            (self.out_dir / "config.yaml").write_text(dump_config(cfg))
+            log.info(
+                "model %s (%s, %d parameters), %d stereo pairs + %d mono photos, "
+                "%d validation pairs, device %s, world %d",
+                cfg.model.arch,
+                cfg.model.kind,
+                parameter_count(self.model),
+                len(pairs),
+                len(mono),
+                len(self.val_frames),
+                runtime.device,
+                runtime.world,
+            )
+
+    def distribute(self) -> None:
+        """Wrap the model for DDP (a collective: after every rank has set up)."""
+        if self.runtime.ddp:
+            self.net = DistributedDataParallel(self.model)
+
+    # ------------------------------------------------------------------ step
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[dict, dict, float]:
+        """The model and the loss on one batch; raises TrainingError for a non-finite
+        loss. Returns the model output, the loss terms and the learning rate."""
+        tc, device = self.cfg.train, self.runtime.device
+        self.model.train()
+        if tc.freeze_bn:
+            freeze_batchnorm(self.model)
+        lr = learning_rate(self.step, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = {
+            k: v.to(device, memory_format=self.layout, non_blocking=True)
+            for k, v in batch.items()
+        }
+        snr = _batch_snr(self.cfg, self.runtime, self.step, batch["left"].shape[0])
+        with self.autocast:
+            out = self.net(
+                batch["left"],
+                batch["right"],
+                snr.to(device),
+                generator_for(tc.seed, "channel", self.runtime.rank, self.step),
+            )
+            terms = stereo_loss(out, batch, tc)
+        loss = float(terms["loss"].detach())
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss {loss} at step {self.step}; "
+                f"the last good checkpoint is {self.out_dir / 'last.pt'}"
+            )
+        return out, terms, lr
+
+    def optimise(self, terms: dict[str, torch.Tensor]) -> None:
+        """Backward pass (the gradient all-reduce under DDP) and the optimiser step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.train.grad_clip
+            )
+        self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
+        self.step += 1
+
+    def after_step(
+        self, out: dict, terms: dict[str, torch.Tensor], lr: float
+    ) -> dict[str, Any] | None:
+        """On rank 0: log, validate and save when their intervals are due; returns the
+        ``train`` record when one was logged."""
+        tc, step = self.cfg.train, self.step
+        if not self.runtime.is_main:
+            return None
+        record = None
+        if step % tc.log_every == 0 or step == tc.steps:
+            record = self.log_step(out["rates"], terms, lr)
+        if self.val_frames and (step % tc.val_every == 0 or step == tc.steps):
+            self.validate()
+        if step % tc.ckpt_every == 0:
+            self.save("last.pt")
+        return record
+
+    def log_step(
+        self, rates: dict[str, torch.Tensor], terms: dict[str, torch.Tensor], lr: float
+    ) -> dict[str, Any]:
+        """One ``train`` record; raises TrainingError for a layer silent too long."""
+        _check_silent(rates, self.silent_counts)
+        now, tc = time.monotonic(), self.cfg.train
+        mse = float(terms["mse"].detach())
+        rate_values = [float(r) for r in rates.values()]
+        record = {
+            "step": self.step,
+            "loss": float(terms["loss"].detach()),
+            "mse": mse,
+            "psnr": -10.0 * math.log10(max(mse, 1e-12)),
+            "lr": lr,
+            "pairs_per_s": tc.batch_size
+            * self.runtime.world
+            * (self.step - self.step_last)
+            / max(now - self.t_last, 1e-9),
+            "rate_mean": sum(rate_values) / len(rate_values),
+            "rate_min": min(rate_values),
+            "rate_max": max(rate_values),
+            "elapsed_s": now - self.t_start,
+            "rates": {k: float(v) for k, v in rates.items()},
+        }
+        self.t_last, self.step_last = now, self.step
+        self.mlog.write("train", record)
+        return record
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        """Validate the weights that are evaluated (the average when there is one) and
+        keep them as ``best.pt`` when they beat the best so far."""
+        evaluated = self.model if self.average is None else self.average.model
+        self.metrics = validate(evaluated, self.val_frames, self.cfg)
+        self.mlog.write(
+            "val",
+            {
+                "step": self.step,
+                "psnr_mean": self.metrics["psnr_mean"],
+                "per_snr": self.metrics["per_snr"],
+            },
+        )
+        log.info(
+            "step %d validation: mean PSNR %.2f dB (%s)",
+            self.step,
+            self.metrics["psnr_mean"],
+            ", ".join(
+                f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
+                for r in self.metrics["per_snr"]
+            ),
+        )
+        if self.metrics["psnr_mean"] > self.best:
+            self.best = self.metrics["psnr_mean"]
+            self.save("best.pt")
+
+    def validate_start(self) -> None:
+        """Validate the starting point of a hybrid or fine-tuning stage as step 0 (for a
+        twin copied into the SNN: the conversion gap before any SNN step)."""
+        if self.runtime.is_main and self.validates_start and self.val_frames:
+            self.validate()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save(self, name: str) -> None:
+        extra = {"ema": self.average.state_dict()} if self.average is not None else {}
+        save_checkpoint(
+            self.out_dir / name,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"name": "warmup_cosine", "step": self.step},
+                "config": self.cfg.to_dict(),
+                "step": self.step,
+                "best_metric": self.best,
+                "metrics": self.metrics,
+                "git_commit": self.commit,
+                **extra,
+            },
+        )
+
+    def finish(self, status: str, stop: StopFlag) -> dict[str, Any]:
+        """Save ``last.pt`` (and ``best.pt`` without validation), export ``model.pt``,
+        and say how to continue a run that did not finish."""
+        tc = self.cfg.train
+        if self.runtime.is_main:
+            self.save("last.pt")
+            if not self.val_frames:
+                self.save("best.pt")
+            if (self.out_dir / "best.pt").exists():
+                _export(self.out_dir)
+            log.info(
+                "%s at step %d of %d; best validation PSNR %.2f dB; outputs in %s",
+                f"{status} ({stop.reason})" if status == "interrupted" else status,
+                self.step,
+                tc.steps,
+                self.best,
+                self.out_dir,
+            )
+            if status != "finished":
+                log.info("continue with: --resume %s", self.out_dir / "last.pt")
+        return {
+            "status": status,
+            "step": self.step,
+            "best_metric": self.best,
+            "out_dir": str(self.out_dir),
+        }
+
+
 def train(
     cfg: Config,
     runtime: Runtime,
@@ -184,218 +419,42 @@ def train(
     """Train until ``train.steps``, the time budget, or ``stop`` (set by SIGINT / SIGTERM:
     the current step ends and ``last.pt`` is saved); returns a summary dict.
 
-    ``resume`` is a loaded checkpoint to continue from (exactly: batches, SNRs and channel
-    noise depend only on the seed and the step).
+    Each phase that can fail on one rank is run through :func:`together`, so that an
+    error anywhere stops every rank at the same point instead of leaving the others in
+    a collective.
     """
-    tc = cfg.train
-    out_dir = Path(tc.out_dir)
-    if tc.loss == "mse_msssim" and min(cfg.data.crop_height, cfg.data.crop_width) < 97:
-        raise ConfigError(
-            "config key 'train.loss': 'mse_msssim' needs data.crop_height and "
-            "data.crop_width >= 97 (MS-SSIM with win_size 7)"
-        )
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    layout = MEMORY_FORMATS[tc.memory_format]
-    model = build_model(cfg.model, cfg.channel).to(runtime.device, memory_format=layout)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
-    )
-    start, best, metrics = 0, -math.inf, {}
-    if resume is not None:
-        load_state_strict(model, resume["model"], "resume checkpoint")
-        optimizer.load_state_dict(resume["optimizer"])
-        start, best, metrics = resume["step"], resume["best_metric"], resume["metrics"]
-    elif tc.init_from:
-        init_from_twin(model, tc.init_from, cfg, tc.init_bn_scale)
-    average = WeightAverage(model, tc.ema_decay) if tc.ema_decay > 0 else None
-    if average is not None and resume is not None and "ema" in resume:
-        average.load_state_dict(resume["ema"], "resume checkpoint (ema)")
-    net = DistributedDataParallel(model) if runtime.ddp else model
-
-    pairs, mono = training_sources(cfg.data)
-    batches = TrainBatches(pairs, mono, cfg.data, tc.batch_size, tc.seed, runtime.rank)
-    loader = DataLoader(
-        batches,
-        batch_size=None,
-        sampler=range(start, tc.steps),
-        num_workers=cfg.data.workers,
-    )
-    val_frames = load_val_frames(cfg) if runtime.is_main else []
-    mlog = (
-        MetricsLog(out_dir, ("train", "val"), fresh=resume is None)
-        if runtime.is_main
-        else None
-    )
-    if runtime.is_main:
-        (out_dir / "config.yaml").write_text(dump_config(cfg))
-        log.info(
-            "model %s (%s, %d parameters), %d stereo pairs + %d mono photos, "
-            "%d validation pairs, device %s, world %d",
-            cfg.model.arch,
-            cfg.model.kind,
-            parameter_count(model),
-            len(pairs),
-            len(mono),
-            len(val_frames),
-            runtime.device,
-            runtime.world,
-        )
-    autocast = mixed_precision(runtime.device, tc.precision)
-    silent_counts: dict[str, int] = {}
-    t_start = time.monotonic()
-    t_last, step_last, step = time.monotonic(), start, start
-    status = "finished"
-    bar = tqdm(
+    run = together(runtime, lambda: TrainingRun(cfg, runtime, resume))
+    run.distribute()
+    together(runtime, run.validate_start)
+    tc, status = cfg.train, "finished"
+    batches: Iterator[dict[str, torch.Tensor]] = iter(run.loader)
+    with tqdm(
         total=tc.steps,
-        initial=start,
+        initial=run.step,
         disable=not runtime.is_main,
         unit="step",
         dynamic_ncols=True,
-    )
-
-    commit = git_commit()  # the code this run started with, not HEAD at save time
-
-    def save(name: str) -> None:
-        save_checkpoint(
-            out_dir / name,
-            _checkpoint(commit, model, optimizer, cfg, step, best, metrics, average),
-        )
-
-    def validate_and_keep_best() -> None:
-        nonlocal best, metrics
-        metrics = validate(model if average is None else average.model, val_frames, cfg)
-        mlog.write(
-            "val",
-            {
-                "step": step,
-                "psnr_mean": metrics["psnr_mean"],
-                "per_snr": metrics["per_snr"],
-            },
-        )
-        log.info(
-            "step %d validation: mean PSNR %.2f dB (%s)",
-            step,
-            metrics["psnr_mean"],
-            ", ".join(
-                f"{r['snr_db']:g} dB: {r['psnr_db']['mean']:.2f}"
-                for r in metrics["per_snr"]
-            ),
-        )
-        if metrics["psnr_mean"] > best:
-            best = metrics["psnr_mean"]
-            save("best.pt")
-
-    if resume is None and tc.init_from and val_frames:
-        # The starting point of a hybrid or fine-tuning stage, as step 0 (for a twin
-        # copied into the SNN this is the conversion gap before any SNN step).
-        validate_and_keep_best()
-
-    for step, batch in zip(range(start, tc.steps), loader):
-        model.train()
-        if tc.freeze_bn:
-            freeze_batchnorm(model)
-        lr = learning_rate(step, tc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = {
-            k: v.to(runtime.device, memory_format=layout, non_blocking=True)
-            for k, v in batch.items()
-        }
-        snr = _batch_snr(cfg, runtime, step, batch["left"].shape[0]).to(runtime.device)
-        with autocast:
-            out = net(
-                batch["left"],
-                batch["right"],
-                snr,
-                generator_for(tc.seed, "channel", runtime.rank, step),
+    ) as bar:
+        while run.step < tc.steps:
+            batch = together(runtime, lambda: next(batches))
+            out, terms, lr = together(runtime, lambda: run.forward(batch))
+            run.optimise(terms)
+            record = together(runtime, lambda: run.after_step(out, terms, lr))
+            bar.update(1)
+            if record is not None:
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}",
+                    psnr=f"{record['psnr']:.2f}",
+                    rate=f"{record['rate_mean']:.3f}",
+                )
+            over_budget = (
+                tc.max_minutes > 0
+                and time.monotonic() - run.t_start > 60.0 * tc.max_minutes
             )
-            terms = stereo_loss(out, batch, tc)
-        loss_value, mse_value = (
-            float(terms["loss"].detach()),
-            float(terms["mse"].detach()),
-        )
-        if not math.isfinite(loss_value):
-            raise TrainingError(
-                f"non-finite loss {loss_value} at step {step}; "
-                f"the last good checkpoint is {out_dir / 'last.pt'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        if average is not None:
-            average.update(model)
-        step += 1
-        bar.update(1)
-
-        if runtime.is_main and (step % tc.log_every == 0 or step == tc.steps):
-            now = time.monotonic()
-            rates = out["rates"]
-            _check_silent(rates, silent_counts)
-            rate_values = [float(r) for r in rates.values()]
-            record = {
-                "step": step,
-                "loss": loss_value,
-                "mse": mse_value,
-                "psnr": -10.0 * math.log10(max(mse_value, 1e-12)),
-                "lr": lr,
-                "pairs_per_s": tc.batch_size
-                * runtime.world
-                * (step - step_last)
-                / max(now - t_last, 1e-9),
-                "rate_mean": sum(rate_values) / len(rate_values),
-                "rate_min": min(rate_values),
-                "rate_max": max(rate_values),
-                "elapsed_s": now - t_start,
-                "rates": {k: float(v) for k, v in rates.items()},
-            }
-            t_last, step_last = now, step
-            mlog.write("train", record)
-            bar.set_postfix(
-                loss=f"{record['loss']:.4f}",
-                psnr=f"{record['psnr']:.2f}",
-                rate=f"{record['rate_mean']:.3f}",
-            )
-        if (
-            runtime.is_main
-            and val_frames
-            and (step % tc.val_every == 0 or step == tc.steps)
-        ):
-            validate_and_keep_best()
-        if runtime.is_main and step % tc.ckpt_every == 0:
-            save("last.pt")
-        over_budget = (
-            tc.max_minutes > 0 and time.monotonic() - t_start > 60.0 * tc.max_minutes
-        )
-        if any_rank(runtime, over_budget or stop.is_set):
-            status = "interrupted" if stop.is_set else "paused"
-            break
-    bar.close()
-    if runtime.is_main:
-        save("last.pt")
-        if not val_frames:
-            save("best.pt")
-        if (out_dir / "best.pt").exists():
-            _export(out_dir)
-        log.info(
-            "%s at step %d of %d; best validation PSNR %.2f dB; outputs in %s",
-            f"{status} ({stop.reason})" if status == "interrupted" else status,
-            step,
-            tc.steps,
-            best,
-            out_dir,
-        )
-        if status != "finished":
-            log.info("continue with: --resume %s", out_dir / "last.pt")
-    return {
-        "status": status,
-        "step": step,
-        "best_metric": best,
-        "out_dir": str(out_dir),
-    }
+            if any_rank(runtime, over_budget or stop.is_set):
+                status = "interrupted" if stop.is_set else "paused"
+                break
+    return run.finish(status, stop)
 
 
 def _export(out_dir: Path) -> None:

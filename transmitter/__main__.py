@@ -15,73 +15,73 @@ import time
 import zmq
 
 from shared.config import Config
+from shared.data.frames import Frame
+from shared.link.messages import EndOfStream, LatentView, ReferenceView, SourceInfo
+from shared.link.process import run_process
+from shared.link.sockets import close_all, open_sender, send, wait_for_hangup
+from shared.measure.meter import encode_measured
 from shared.model.checkpoint import load_model
-from shared.model.energy import EnergyMeter
-from shared.process import (
-    StopFlag,
-    close_all,
-    open_sender,
-    run_process,
-    send,
-    wait_for_hangup,
-)
-from shared.protocol import eos_message, latent_message, reference_message
+from shared.signals import StopFlag
 from transmitter.source import count_frames, frames
 
 NAME = "transmitter"
 
 
+def send_frame(
+    cfg: Config,
+    model,
+    seq: int,
+    frame: Frame,
+    size: tuple[int, int],
+    sockets: tuple[zmq.Socket, zmq.Socket],
+    stop: StopFlag,
+) -> int:
+    """Encode one frame and send both views, each after its reference; returns how many
+    views went out (fewer than 2 once stopped)."""
+    data, ref = sockets
+    latent, activity = encode_measured(model, frame.left[None], frame.right[None])
+    source = SourceInfo(frame.name, *frame.left.shape[-2:], *size)
+    for view, image in ((0, frame.left), (1, frame.right)):
+        reference = ReferenceView(
+            cfg.link.stream, seq, view, image[..., : size[0], : size[1]]
+        )
+        coded = LatentView(
+            cfg.link.stream,
+            seq,
+            view,
+            model.code,
+            latent[view, 0].numpy(),
+            source,
+            model.cfg.kind,
+            activity,
+        )
+        if not (
+            send(ref, reference.encode(), stop) and send(data, coded.encode(), stop)
+        ):
+            return view
+    return 2
+
+
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
-    model, model_cfg = load_model(cfg.link.model)
+    model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
     ctx = zmq.Context()
     data, data_peers = open_sender(ctx, cfg.link.channel_in, False, cfg.link.hwm)
     ref, ref_peers = open_sender(ctx, cfg.link.reference, False, cfg.link.hwm)
-    mode, steps = model_cfg.model.latent, model_cfg.model.time_steps
     seq, t_start = 0, time.monotonic()
+    log.info("streaming %d frames per pass to %s", total, cfg.link.channel_in)
     try:
         passes = 0
         while not stop.is_set and (cfg.link.repeat == 0 or passes < cfg.link.repeat):
             for frame, size in frames(cfg, model.stride):
                 if stop.is_set:
                     break
-                meter = EnergyMeter(model)
-                with meter:
-                    coded = model.encode(frame.left[None], frame.right[None])
-                meter.frames = 1
-                encoder = meter.summary().get("encoder", {"energy_pj": 0.0})
-                rates = [
-                    float(r)
-                    for n, r in model.firing_rates().items()
-                    if n.startswith("encoder")
-                ]
-                meta = {
-                    "name": frame.name,
-                    "height": frame.left.shape[-2],
-                    "width": frame.left.shape[-1],
-                    "orig_height": size[0],
-                    "orig_width": size[1],
-                    "enc_rate_sum": sum(rates),
-                    "enc_layers": len(rates),
-                    "enc_energy_pj": encoder["energy_pj"],
-                    "model_kind": model_cfg.model.kind,
-                }
-                for view, image in ((0, frame.left), (1, frame.right)):
-                    cropped = image[..., : size[0], : size[1]]
-                    if not send(
-                        ref,
-                        reference_message(cfg.link.stream, seq, view, cropped, meta),
-                        stop,
-                    ):
-                        break
-                    latent = coded["latent"][view, 0].numpy()
-                    msg, packed = latent_message(
-                        cfg.link.stream, seq, view, latent, mode, steps, meta
-                    )
-                    if not send(data, msg, stop, packed):
-                        break
-                log.info("sent frame %d (%s)", seq, frame.name)
-                seq += 1
+                views = send_frame(cfg, model, seq, frame, size, (data, ref), stop)
+                if views:  # a frame counts as sent once one of its views has left
+                    log.info("sent frame %d (%s)", seq, frame.name)
+                    seq += 1
+                if views < 2:
+                    break
                 if cfg.link.fps > 0:
                     delay = t_start + seq / cfg.link.fps - time.monotonic()
                     if delay > 0:
@@ -93,10 +93,9 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
             patience, interrupt = cfg.link.hb_interval_s * cfg.link.liveness, None
         else:  # a stop request cuts the wait for slow peers short
             patience, interrupt = cfg.link.idle_timeout_s, stop
+        eos = EndOfStream(cfg.link.stream, sent).encode()
         for sock in (data, ref):
-            if not send(
-                sock, eos_message(cfg.link.stream, sent), interrupt, timeout_s=patience
-            ):
+            if not send(sock, eos, interrupt, timeout_s=patience):
                 log.warning(
                     "end of stream could not be delivered within %.1f s", patience
                 )

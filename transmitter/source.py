@@ -4,14 +4,14 @@ layout the loaders know), or the procedural generator (``source: synthetic``).""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from shared.config import Config
 from shared.data.crops import eval_crop, pad_to_multiple
-from shared.data.images import DataError, read_image, to_float
-from shared.data.pairs import StereoPair, find_pairs, read_split, skip_or_raise
+from shared.data.frames import Frame, source_pairs
+from shared.data.images import read_image, to_float
+from shared.data.pairs import StereoPair, skip_or_raise
 from shared.data.synthesis import synthetic_stereo
-from shared.evaluation import Frame
+from shared.errors import DataError
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SEED = 1234
@@ -19,10 +19,9 @@ DEFAULT_SYNTHETIC_FRAMES = 8
 
 
 def _pairs(cfg: Config) -> list[StereoPair]:
-    path = Path(cfg.link.source)
-    if path.is_file():
-        return read_split(path, cfg.link.source_root or path.parent, cfg.data.on_error)
-    return find_pairs(path, cfg.data.layout, cfg.data.on_error)
+    return source_pairs(
+        cfg.link.source, cfg.link.source_root, cfg.data.layout, cfg.data.on_error
+    )
 
 
 def count_frames(cfg: Config) -> int:

@@ -9,13 +9,7 @@ from shared.channel.fading import (
     sample_rayleigh_fast,
     sample_rician_block,
 )
-from shared.channel.modulation import (
-    bpsk,
-    bpsk_llr,
-    counts_from_pam,
-    pam_from_counts,
-    soft_bits,
-)
+from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
 from shared.channel.power import complex_to_real, normalize_power, real_to_complex
 from shared.channel.rng import generator_for
 from shared.channel.wireless import ChannelUse, WirelessChannel
@@ -29,13 +23,11 @@ __all__ = [
     "bpsk_llr",
     "bsc",
     "complex_to_real",
-    "counts_from_pam",
     "equalize",
     "erasure",
     "generator_for",
     "noise_var_to_snr_db",
     "normalize_power",
-    "pam_from_counts",
     "real_to_complex",
     "sample_rayleigh_block",
     "sample_rayleigh_fast",

@@ -1,4 +1,4 @@
-"""Mapping spike-coded latents to channel symbols and back to soft values."""
+"""Antipodal signalling of bits and their soft values at the receiver."""
 
 from __future__ import annotations
 
@@ -6,27 +6,6 @@ import torch
 from torch import Tensor
 
 from shared.channel.awgn import expand_per_row
-
-
-def pam_from_counts(counts: Tensor, time_steps: int) -> Tensor:
-    r"""(T+1)-level PAM of spike counts: :math:`a = 2n/T - 1 \in [-1, 1]`.
-
-    Input
-    -----
-    counts : [...], integer or float, spike counts n in {0..T}
-    Output
-    ------
-    amplitude : [...], float
-    """
-    if not counts.is_floating_point():
-        counts = counts.to(torch.get_default_dtype())
-    return counts * (2.0 / time_steps) - 1.0
-
-
-def counts_from_pam(amplitude: Tensor, time_steps: int) -> Tensor:
-    """Hard decision back to spike counts: nearest level, ``[...]`` uint8 in {0..T}."""
-    n = torch.round((amplitude + 1.0) * (time_steps / 2.0)).clamp(0, time_steps)
-    return n.to(torch.uint8)
 
 
 def bpsk(bits: Tensor) -> Tensor:
@@ -59,33 +38,3 @@ def bpsk_llr(matched: Tensor, amplitude: float, noise_var: Tensor) -> Tensor:
 def soft_bits(llr: Tensor) -> Tensor:
     r"""Expected antipodal value :math:`E[2b-1] = \tanh(\mathrm{LLR}/2) \in [-1, 1]`."""
     return torch.tanh(llr / 2.0)
-
-
-LATENT_MODES = ("count_pam", "spike_bpsk")
-
-
-def signalling_for(latent_mode: str) -> str:
-    """How a latent mode uses the channel: 'analog' amplitudes or 'bits'."""
-    if latent_mode not in LATENT_MODES:
-        raise ValueError(f"latent mode {latent_mode!r}; allowed: {LATENT_MODES}")
-    return "analog" if latent_mode == "count_pam" else "bits"
-
-
-def channel_input_from_latent(
-    latent: Tensor, latent_mode: str, time_steps: int
-) -> Tensor:
-    """Flatten one view's spike-coded latent into the channel input of its block.
-
-    Input
-    -----
-    latent : [N, ...], spike counts in {0..T} (count_pam) or spikes in {0, 1} (spike_bpsk);
-        integer, or float with gradients during training
-
-    Output
-    ------
-    x : [N, L], float: PAM amplitudes ``2n/T - 1`` (count_pam) or bits (spike_bpsk)
-    """
-    flat = latent.flatten(1)
-    if signalling_for(latent_mode) == "analog":
-        return pam_from_counts(flat, time_steps)
-    return flat if flat.is_floating_point() else flat.to(torch.get_default_dtype())

@@ -1,16 +1,15 @@
 """The whole channel as three stages: transmit, propagate, receive.
 
-The trainer calls :meth:`WirelessChannel.forward`, which runs the three stages in order. The
-link splits them across processes: the channel process runs ``transmit`` and
-``propagate`` and sends a :class:`ChannelUse`; the receiver runs ``receive``. It is the same
-code in both places, drawing from the generator in the same order.
+The stages are run by one pair of functions, :func:`shared.link.hop.send` (transmit and
+propagate) and :func:`shared.link.hop.receive`, in training, in-process evaluation and
+across the link's processes: the channel process sends the :class:`ChannelUse` on to the
+receiver. It is the same code everywhere, drawing from the generator in the same order.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +26,9 @@ from shared.channel.fading import (
 from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
 from shared.channel.power import complex_to_real, normalize_power, real_to_complex
 from shared.config import ChannelConfig
+from shared.errors import ConfigError
+from shared.latent import LATENT_CODES, LatentCode, Signalling
 
-Signalling = Literal["analog", "bits"]
 BIT_CHANNELS = ("bsc", "erasure")
 BLOCK_FADING = ("rayleigh_block", "rician_block")
 #: Amplitude per real dimension of unit-energy QPSK (two antipodal bits per symbol).
@@ -62,16 +62,8 @@ class WirelessChannel(nn.Module):
     rician_k : float, K factor (linear) of ``rician_block``
     flip_prob, erasure_prob : float, parameters of ``bsc`` and ``erasure``
 
-    Input
-    -----
-    x : [N, L], float, real amplitudes (analog) or bits in {0, 1} (bits), L even
-    snr_db : [N], float, Es/N0 per complex symbol in dB
-    generator : torch.Generator or None
-
-    Output
-    ------
-    soft : [N, L], float, equalised amplitudes (analog) or ``E[2b-1]`` (bits)
-    snr_known_db : [N] float, the SNR the receiver may tell its decoder, or None
+    Raises ConfigError naming ``channel.kind`` for a bit-level channel with analog
+    signalling.
     """
 
     def __init__(
@@ -86,8 +78,11 @@ class WirelessChannel(nn.Module):
     ) -> None:
         super().__init__()
         if kind in BIT_CHANNELS and signalling != "bits":
-            raise ValueError(
-                f"channel '{kind}' carries bits; signalling must be 'bits'"
+            bit_codes = [n for n, c in LATENT_CODES.items() if c.signalling == "bits"]
+            raise ConfigError(
+                f"config key 'channel.kind': got '{kind}', a bit-level channel, for a "
+                f"latent with {signalling} signalling; allowed: bit-level channels "
+                f"need model.latent {' or '.join(repr(n) for n in bit_codes)}"
             )
         self.kind = kind
         self.signalling = signalling
@@ -98,12 +93,11 @@ class WirelessChannel(nn.Module):
         self.erasure_prob = erasure_prob
 
     @classmethod
-    def from_config(
-        cls, cfg: ChannelConfig, signalling: Signalling
-    ) -> "WirelessChannel":
+    def for_code(cls, cfg: ChannelConfig, code: LatentCode) -> "WirelessChannel":
+        """The channel of ``cfg`` with the signalling of the latent code ``code``."""
         return cls(
             kind=cfg.kind,
-            signalling=signalling,
+            signalling=code.signalling,
             csi=cfg.csi,
             equalizer=cfg.equalizer,
             rician_k=cfg.rician_k,
@@ -139,12 +133,16 @@ class WirelessChannel(nn.Module):
         if self.kind == "erasure":
             bits, erased = erasure(z, self.erasure_prob, generator)
             return ChannelUse(bpsk(bits).masked_fill(erased, 0.0), noise_var, None)
-        h = self._sample_fading(z, generator)
+        h = self.draw_fading(*z.shape, generator, z.dtype, z.device)
         y = awgn(z if h is None else apply_fading(z, h), noise_var, generator)
         return ChannelUse(y, noise_var, h if self.csi == "perfect" else None)
 
     def receive(self, use: ChannelUse) -> Tensor:
-        """Equalise or demodulate: ``[N, L]`` float soft values for the decoder."""
+        """Equalise or demodulate: ``[N, L]`` float soft values for the decoder.
+
+        A binary symmetric channel gives ``E[2b - 1 | y] = (1 - 2p) y`` for equally
+        likely bits; an erased bit gives 0.
+        """
         if self.kind == "bsc":
             return use.y * (1.0 - 2.0 * self.flip_prob)
         if self.kind == "erasure":
@@ -172,29 +170,24 @@ class WirelessChannel(nn.Module):
             )
         return snr_db
 
-    def forward(
-        self, x: Tensor, snr_db: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        use = self.propagate(self.transmit(x), snr_db, generator)
-        return self.receive(use), self.snr_known_db(snr_db, use)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _sample_fading(
-        self, z: Tensor, generator: torch.Generator | None
+    def draw_fading(
+        self,
+        batch: int,
+        n: int,
+        generator: torch.Generator | None,
+        dtype: torch.dtype = torch.complex64,
+        device: torch.device | str | None = None,
     ) -> Tensor | None:
-        batch, n = z.shape
+        """The fading coefficients of ``batch`` blocks of ``n`` symbols (None for AWGN):
+        ``[N, 1]`` for block fading, ``[N, n]`` for fast fading. They are the first draws
+        from ``generator``, so a separation baseline that draws them from a view's link
+        generator gets that view's realisation."""
         if self.kind == "awgn":
             return None
         if self.kind == "rayleigh_block":
-            return sample_rayleigh_block(batch, generator, z.dtype, z.device)
+            return sample_rayleigh_block(batch, generator, dtype, device)
         if self.kind == "rayleigh_fast":
-            return sample_rayleigh_fast(batch, n, generator, z.dtype, z.device)
+            return sample_rayleigh_fast(batch, n, generator, dtype, device)
         if self.kind == "rician_block":
-            return sample_rician_block(
-                batch, self.rician_k, generator, z.dtype, z.device
-            )
-        raise ValueError(
-            f"channel kind: got {self.kind!r}; allowed: awgn, rayleigh_block, "
-            "rayleigh_fast, rician_block, bsc, erasure"
-        )
+            return sample_rician_block(batch, self.rician_k, generator, dtype, device)
+        raise ValueError(f"no fading for channel kind {self.kind!r}")

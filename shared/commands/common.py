@@ -8,19 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.channel.modulation import signalling_for
-from shared.channel.wireless import WirelessChannel
-from shared.config import (
-    ChannelConfig,
-    Config,
-    ConfigError,
-    check_channel_fits,
-    config_from_dict,
-    section_from_dict,
-)
-from shared.data.datasets import EvalPairs
-from shared.data.pairs import find_pairs, read_split
-from shared.evaluation import Frame
+from shared.config import ChannelConfig, Config, config_from_dict, section_from_dict
+from shared.errors import ConfigError
 
 
 def parse_snrs(text: str) -> list[float]:
@@ -34,23 +23,23 @@ def parse_snrs(text: str) -> list[float]:
             if ":" in part:
                 start, stop, step = (float(v) for v in part.split(":"))
                 if step <= 0:
-                    raise ValueError
+                    raise ValueError(step)
                 count = math.floor((stop - start) / step + 1e-9) + 1
                 values += [round(start + i * step, 9) for i in range(count)]
             else:
                 values.append(float(part))
-        except ValueError:
-            raise ValueError(
+        except ValueError:  # float() of a non-number, or a step that is not positive
+            raise ConfigError(
                 f"SNR list {text!r}: expected numbers like '-5,0,5' or a range "
                 "START:STOP:STEP with STEP > 0"
             ) from None
     if not values:
-        raise ValueError(f"SNR list {text!r} is empty")
+        raise ConfigError(f"SNR list {text!r} is empty")
     for value in values:
         try:
             section_from_dict(ChannelConfig, {"snr_db": value}, "channel")
         except ConfigError as exc:
-            raise ValueError(f"SNR list {text!r}: {exc}") from None
+            raise ConfigError(f"SNR list {text!r}: {exc}") from None
     return values
 
 
@@ -70,32 +59,6 @@ def attach_negative_values(argv: list[str] | None, flags: tuple[str, ...]) -> li
     return out
 
 
-def load_frames(
-    data: str,
-    root: str | None,
-    height: int,
-    width: int,
-    limit: int = 0,
-    layout: str = "auto",
-) -> list[Frame]:
-    """Evaluation frames from a folder of pairs (any layout) or a split file.
-
-    Relative paths in a split file are relative to ``root`` (default: the file's folder).
-    """
-    path = Path(data)
-    if path.is_file():
-        pairs = read_split(path, root if root is not None else path.parent)
-    else:
-        pairs = find_pairs(path, layout)
-    if limit:
-        pairs = pairs[:limit]
-    dataset = EvalPairs(pairs, height, width)
-    return [
-        Frame(i, item["name"], item["left"], item["right"])
-        for i, item in enumerate(dataset)
-    ]
-
-
 def channel_config(
     cfg: Config, kind: str | None, csi: str | None, extra: list[str] = ()
 ) -> Config:
@@ -105,13 +68,7 @@ def channel_config(
         overrides.append(f"channel.kind={kind}")
     if csi:
         overrides.append(f"channel.csi={csi}")
-    cfg = config_from_dict(cfg.to_dict(), overrides)
-    check_channel_fits(cfg.channel.kind, cfg.model.latent)
-    return cfg
-
-
-def build_channel(cfg: Config) -> WirelessChannel:
-    return WirelessChannel.from_config(cfg.channel, signalling_for(cfg.model.latent))
+    return config_from_dict(cfg.to_dict(), overrides)
 
 
 def write_json(obj: Any, out_dir: str | None, name: str) -> Path | None:
@@ -128,6 +85,3 @@ def fail(message: str) -> int:
     """Print an error for the user and return the exit status 1."""
     print(f"error: {message}", file=sys.stderr)
     return 1
-
-
-USER_ERRORS = (ConfigError, ValueError, OSError)

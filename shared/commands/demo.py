@@ -12,9 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.commands.common import USER_ERRORS, attach_negative_values, fail, parse_snrs
-from shared.data.images import DataError
-from shared.model.checkpoint import CheckpointError
+from shared.commands.common import attach_negative_values, fail, parse_snrs
+from shared.data.frames import source_pairs
+from shared.errors import SpikeLinkError
+from shared.formatting import number
 from shared.sweep import SweepSpec, sweep_link
 
 
@@ -41,9 +42,9 @@ def format_rows(records: list[dict]) -> str:
     for r in records:
         p, m = r["psnr_db"], r["ms_ssim"]
         lines.append(
-            f"{r['snr_db']:>7.1f} {p['left']:>7.2f} {p['right']:>7.2f} "
-            f"{m['left']:>9.4f} {m['right']:>9.4f} {r['frames_lost']:>5d} "
-            f"{r['fps']:>5.2f}"
+            f"{r['snr_db']:>7.1f} {number(p['left']):>7} {number(p['right']):>7} "
+            f"{number(m['left'], 4):>9} {number(m['right'], 4):>9} "
+            f"{r['frames_lost']:>5d} {number(r['fps']):>5}"
         )
     return "\n".join(lines)
 
@@ -51,8 +52,8 @@ def format_rows(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_values(argv, ("--snrs",)))
     out = Path(args.out)
-    frames = len([p for p in Path(args.data).rglob("left.png")])
     try:
+        frames = len(source_pairs(args.data))
         spec = SweepSpec(
             tuple((args.channel, s) for s in parse_snrs(args.snrs)),
             "perfect",
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         records = sweep_link(
             args.model, args.data, None, spec, out / "link", images=True
         )
-    except (CheckpointError, DataError, RuntimeError, *USER_ERRORS) as exc:
+    except SpikeLinkError as exc:
         return fail(str(exc))
     first = records[0]
     print(

@@ -10,17 +10,11 @@ import argparse
 import json
 import sys
 
-from shared.commands.common import (
-    USER_ERRORS,
-    attach_negative_values,
-    fail,
-    load_frames,
-    write_json,
-)
-from shared.data.images import DataError
-from shared.evaluation import reconstruct
-from shared.model.checkpoint import CheckpointError, load_model
-from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_frame
+from shared.commands.common import attach_negative_values, fail, write_json
+from shared.data.frames import load_frames
+from shared.errors import SpikeLinkError
+from shared.measure.energy_report import energy_report
+from shared.model.checkpoint import load_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,48 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def energy_report(args: argparse.Namespace) -> dict:
+def run_energy(args: argparse.Namespace) -> dict:
     model, cfg = load_model(args.model)
     height, width = cfg.data.image_height, cfg.data.image_width
     frames = load_frames(args.data, args.root, height, width, args.frames)
-    meter = EnergyMeter(model)
-    with meter:
-        for frame in frames:
-            reconstruct(model, model.channel, frame, args.snr, seed=0)
-    meter.frames = len(frames)
-    summary = meter.summary()
-    twin_macs = twin_macs_per_frame(model, height, width)
     return {
         "name": "spikelink-energy",
         "model": args.model,
-        "kind": cfg.model.kind,
-        "image_size": [height, width],
-        "frames": len(frames),
-        "snr_db": args.snr,
-        "e_mac_pj": E_MAC_PJ,
-        "e_ac_pj": E_AC_PJ,
-        "energy_pj_per_frame": {
-            "snn": summary["energy_pj"] if cfg.model.kind == "snn" else None,
-            "cnn_twin": twin_macs * E_MAC_PJ,
-        },
-        "macs_per_frame": summary["macs"],
-        "sops_per_frame": summary["sops"],
-        "cnn_twin_macs_per_frame": twin_macs,
-        "encoder": summary.get("encoder"),
-        "decoder": summary.get("decoder"),
-        "firing_rates": {
-            name: float(rate) for name, rate in model.firing_rates().items()
-        },
-        "layers": summary["layers"],
-        "note": "compute-only model: memory traffic is excluded",
+        **energy_report(model, frames, args.snr),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_values(argv, ("--snr",)))
     try:
-        report = energy_report(args)
-    except (CheckpointError, DataError, *USER_ERRORS) as exc:
+        report = run_energy(args)
+    except SpikeLinkError as exc:
         return fail(str(exc))
     write_json(report, args.out, "energy.json")
     json.dump(report, sys.stdout, indent=2)

@@ -14,19 +14,18 @@ import sys
 
 import torch
 
+from shared.channel.wireless import WirelessChannel
 from shared.commands.common import (
-    USER_ERRORS,
     attach_negative_values,
-    build_channel,
     channel_config,
     fail,
-    load_frames,
     parse_snrs,
     write_json,
 )
-from shared.data.images import DataError
+from shared.data.frames import load_frames
+from shared.errors import SpikeLinkError
 from shared.evaluation import evaluate
-from shared.model.checkpoint import CheckpointError, load_model
+from shared.model.checkpoint import load_model
 
 DEFAULT_MODEL = "models/snn_default.pt"
 
@@ -81,7 +80,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     model, cfg = load_model(args.model)
     cfg = channel_config(cfg, args.channel, args.csi, args.overrides)
-    model.channel = build_channel(cfg)
+    model.channel = WirelessChannel.for_code(cfg.channel, model.code)
     height = args.height or cfg.data.image_height
     width = args.width or cfg.data.image_width
     frames = load_frames(args.data, args.root, height, width, args.frames, args.layout)
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(attach_negative_values(argv, ("--snr",)))
     try:
         report = run_eval(args)
-    except (CheckpointError, DataError, *USER_ERRORS) as exc:
+    except SpikeLinkError as exc:
         return fail(str(exc))
     write_json(report, args.out, "eval.json")
     brief = {

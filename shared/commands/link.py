@@ -2,203 +2,22 @@
 
 The three processes run as ``python -m receiver``, ``python -m channel_sim`` and
 ``python -m transmitter`` on free loopback TCP ports (or ``ipc://`` sockets), with their
-logs relayed here behind a prefix. The run ends when the end-of-stream has passed through
-all three; ``summary.json``, ``frames.jsonl``, the PNGs and ``link.log`` are in ``--out``.
-Ctrl-C stops all three cleanly. Exit status: 0 when every process succeeded, 1 otherwise,
-2 for a bad configuration, 130 when interrupted.
+logs relayed here behind a prefix (:mod:`shared.link.launcher`). The run ends when the
+end-of-stream has passed through all three; ``summary.json``, ``frames.jsonl``, the PNGs
+and ``link.log`` are in ``--out``. Ctrl-C stops all three cleanly. Exit status: 0 when
+every process succeeded, 1 otherwise, 2 for a bad configuration, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from shared.commands.common import attach_negative_values
-from shared.config import (
-    Config,
-    ConfigError,
-    add_config_arguments,
-    config_from_dict,
-    dump_config,
-    load_config,
-)
-
-PROCESSES = (("rx", "receiver"), ("ch", "channel_sim"), ("tx", "transmitter"))
-STOP_GRACE_S = 10.0
-POLL_S = 0.2
-
-
-def free_tcp_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def endpoint_overrides(transport: str, folder: Path) -> list[str]:
-    names = ("channel_in", "channel_out", "channel_control", "reference")
-    if transport == "ipc":
-        return [f"link.{n}=ipc://{folder / n}" for n in names]
-    return [f"link.{n}=tcp://127.0.0.1:{free_tcp_port()}" for n in names]
-
-
-@dataclass
-class LinkResult:
-    status: int
-    summary: dict | None
-    out_dir: Path
-
-
-class LinkRun:
-    """The three child processes of one link run."""
-
-    def __init__(self, cfg: Config, quiet: bool = False) -> None:
-        self.cfg, self.quiet = cfg, quiet
-        self.out_dir = Path(cfg.link.out_dir)
-        self.children: dict[str, subprocess.Popen] = {}
-        self.threads: list[threading.Thread] = []
-        self.log_lock = threading.Lock()
-        self.error: str | None = None
-
-    def start(self, setup: Callable[[str], None] | None = None) -> None:
-        """Start the receiver and the channel, then ``setup`` (called with the channel's
-        control endpoint: settings that must hold from the first frame), then the
-        transmitter. A failed ``setup`` is recorded in ``error`` and the transmitter is
-        not started; :meth:`wait` then stops the run."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.out_dir / "link_config.yaml"
-        config_path.write_text(dump_config(self.cfg))
-        self.log_file = open(self.out_dir / "link.log", "w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for tag, module in PROCESSES:
-            if tag == "tx" and setup is not None:
-                self._control(setup, "set-up")
-                if self.error:
-                    return
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--config", str(config_path)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            )
-            self.children[tag] = proc
-            thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _relay(self, tag: str, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            text = f"[{tag}] {line.rstrip()}"
-            with self.log_lock:
-                self.log_file.write(text + "\n")
-                loud = " WARNING " in line or " ERROR " in line or "Traceback" in line
-                if not self.quiet or loud:
-                    print(text, file=sys.stderr, flush=True)
-
-    def wait(self, controller: Callable[[str], None] | None = None) -> int:
-        """Wait for all three; a failed process stops the others. Returns the status.
-
-        Once the transmitter has finished, the others get ``link.idle_timeout_s`` to see
-        the end of stream; after that the run is stopped as failed, not left hanging.
-        """
-        if controller is not None:
-            threading.Thread(
-                target=self._control, args=(controller, "controller"), daemon=True
-            ).start()
-        tx_done_at: float | None = None
-        while True:
-            codes = {tag: p.poll() for tag, p in self.children.items()}
-            failed = {t: c for t, c in codes.items() if c not in (None, 0)}
-            if codes.get("tx") == 0 and tx_done_at is None:
-                tx_done_at = time.monotonic()
-            overdue = (
-                tx_done_at is not None
-                and time.monotonic() - tx_done_at > self.cfg.link.idle_timeout_s
-            )
-            if overdue and not self.error:
-                self.error = (
-                    "the end of stream did not pass through within "
-                    f"{self.cfg.link.idle_timeout_s:.0f} s of the transmitter's end"
-                )
-            if failed or self.error:
-                reason = self.error or ", ".join(
-                    f"{t} exited with {c}" for t, c in failed.items()
-                )
-                print(f"[link] stopping: {reason}", file=sys.stderr, flush=True)
-                self.stop()
-                return 1
-            if all(c == 0 for c in codes.values()):
-                return 0
-            time.sleep(POLL_S)
-
-    def _control(self, controller: Callable[[str], None], role: str) -> None:
-        try:
-            controller(self.cfg.link.channel_control)
-        except Exception as exc:  # reported, and the run is stopped
-            self.error = f"{role} failed: {exc}"
-
-    def stop(self) -> None:
-        """SIGINT to every child still running, then SIGKILL after a grace period."""
-        for proc in self.children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.children.values():
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def close(self) -> None:
-        for thread in self.threads:
-            thread.join(timeout=5)
-        for proc in self.children.values():
-            proc.stdout.close()
-        self.log_file.close()
-
-
-def run_link(
-    cfg: Config,
-    transport: str = "tcp",
-    quiet: bool = False,
-    controller: Callable[[str], None] | None = None,
-    setup: Callable[[str], None] | None = None,
-) -> LinkResult:
-    """Run the link once with ``cfg`` on fresh endpoints; returns status and summary.
-
-    ``setup`` and ``controller`` are called with the channel's control endpoint:
-    ``setup`` before the transmitter starts, ``controller`` in a thread while the link
-    runs (see :meth:`LinkRun.start` and :meth:`LinkRun.wait`)."""
-    with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
-        cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
-        run = LinkRun(cfg, quiet)
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            run.start(setup)
-            status = run.wait(controller)
-        except KeyboardInterrupt:
-            print("[link] interrupted: stopping the three processes", file=sys.stderr)
-            run.stop()
-            status = 130
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            run.close()
-    path = run.out_dir / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else None
-    return LinkResult(status, summary, run.out_dir)
+from shared.config import Config, add_config_arguments, load_config
+from shared.errors import ConfigError
+from shared.formatting import number
+from shared.link.launcher import run_link
 
 
 def format_table(rows: list[dict]) -> str:
@@ -211,15 +30,11 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         p, m = r["psnr_db"], r["ms_ssim"]
         lines.append(
-            f"{r['channel']:<15}{r['snr_db']:>7.1f}{_f(p['left']):>8}"
-            f"{_f(p['right']):>8}{_f(p['mean']):>7}{_f(m['left'], 3):>10}"
-            f"{_f(m['right'], 3):>10}{r['frames']:>7}"
+            f"{r['channel']:<15}{r['snr_db']:>7.1f}{number(p['left']):>8}"
+            f"{number(p['right']):>8}{number(p['mean']):>7}{number(m['left'], 3):>10}"
+            f"{number(m['right'], 3):>10}{r['frames']:>7}"
         )
     return "\n".join(lines)
-
-
-def _f(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"frames sent {s['frames_sent']}, received {s['frames_received']}, lost "
             f"{s['frames_lost']}, single-view {s['frames_single_view']}; "
-            f"{_f(s['fps'], 1)} fps; latency p50 {_f(s['latency_ms']['p50'], 0)} ms"
+            f"{number(s['fps'], 1)} fps; latency p50 {number(s['latency_ms']['p50'], 0)} ms"
         )
         print(f"outputs: {result.out_dir} (summary.json, frames.jsonl, frames/*.png)")
     return result.status

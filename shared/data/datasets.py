@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from shared.channel.rng import generator_for
 from shared.config import DataConfig
 from shared.data.crops import eval_crop, random_scaled_box, resize, stereo_flip
-from shared.data.images import DataError, image_size, read_image, to_float
+from shared.data.images import image_size, read_image, to_float
 from shared.data.pairs import (
     StereoPair,
     exclude_pairs,
@@ -23,6 +23,7 @@ from shared.data.pairs import (
     skip_or_raise,
 )
 from shared.data.synthesis import mono_to_stereo
+from shared.errors import DataError
 
 #: Draws a training sample may take when images fail to decode (``on_error='skip'``).
 MAX_REDRAWS = 100

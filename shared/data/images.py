@@ -9,13 +9,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from shared.errors import DataError
+
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp"}
 )
-
-
-class DataError(ValueError):
-    """A dataset file or layout problem; the message names the file."""
 
 
 def _open(path: Path) -> Image.Image:

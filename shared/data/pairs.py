@@ -23,7 +23,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.data.images import IMAGE_EXTENSIONS, DataError, image_size
+from shared.data.images import IMAGE_EXTENSIONS, image_size
+from shared.errors import DataError
 
 log = logging.getLogger(__name__)
 

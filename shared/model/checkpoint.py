@@ -12,13 +12,40 @@ import torch
 from torch import nn
 
 from shared.config import Config, config_from_stored
+from shared.errors import CheckpointError
 from shared.model.registry import build_model
 
-CHECKPOINT_FORMAT = 1
+#: Format of the checkpoints this version writes. Format 1 was written until the config
+#: defaults became the ``default`` preset; format 2 stores every key.
+CHECKPOINT_FORMAT = 2
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the reason."""
+#: For each format: what a stored config meant by a key it does not hold, wherever that
+#: differs from today's default: the dataclass default of the time, or for a key added
+#: later, the behaviour before it existed. Of the shipped files, the small models of
+#: ce5458c to 4218527 lack ``model.twin_gradient`` (and ``train.memory_format``); the
+#: other keys are listed so that any format-1 run resumes as it was configured.
+STORED_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {
+        "model.twin_gradient": "exact",
+        "model.widths": [24, 48, 96],
+        "model.res_blocks": [0, 1, 2],
+        "model.fusion_dim": 32,
+        "data.mono": [],
+        "data.val_split": "",
+        "data.crop_height": 128,
+        "data.mono_fraction": 0.5,
+        "train.steps": 1000,
+        "train.lr": 0.001,
+        "train.lr_min": 0.00001,
+        "train.warmup_steps": 50,
+        "train.grad_clip": 1.0,
+        "train.log_every": 10,
+        "train.ckpt_every": 250,
+        "train.out_dir": "runs/train",
+        "train.memory_format": "contiguous",
+    },
+    2: {},
+}
 
 
 def git_commit() -> str:
@@ -67,7 +94,18 @@ def load_checkpoint(
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"not a SpikeLink checkpoint (no model/config): {path}")
+    if ckpt.get("format") not in STORED_DEFAULTS:
+        raise CheckpointError(
+            f"checkpoint {path} has format {ckpt.get('format')!r}; this version reads "
+            f"formats {', '.join(map(str, STORED_DEFAULTS))}"
+        )
     return ckpt
+
+
+def stored_config(ckpt: dict[str, Any]) -> Config:
+    """The config a loaded checkpoint was written with, read through the compatibility
+    table of its format (:data:`STORED_DEFAULTS`)."""
+    return config_from_stored(ckpt["config"], STORED_DEFAULTS[ckpt["format"]])
 
 
 def evaluated_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -133,7 +171,7 @@ def load_model(
     :class:`CheckpointError` naming the keys that differ.
     """
     ckpt = load_checkpoint(path, device)
-    cfg = config_from_stored(ckpt["config"])
+    cfg = stored_config(ckpt)
     if expected is not None:
         diffs = config_differences(expected.to_dict()["model"], cfg.to_dict()["model"])
         if diffs:

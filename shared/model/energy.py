@@ -8,12 +8,14 @@ number of time steps over which the spikes arrive. Memory traffic is excluded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from shared.config import ModelConfig
 from shared.model.fusion import ParallaxAttention
 from shared.model.registry import build_model
 
@@ -134,10 +136,9 @@ class EnergyMeter:
         return out
 
 
-def twin_macs_per_frame(model: nn.Module, height: int, width: int) -> float:
-    """MACs per stereo frame of the CNN twin of ``model`` (same config, ``kind='cnn'``)."""
-    cfg = model.cfg
-    twin = build_model(type(cfg)(**{**cfg.__dict__, "kind": "cnn"})).eval()
+def twin_macs_per_frame(cfg: ModelConfig, height: int, width: int) -> float:
+    """MACs per stereo frame of the CNN twin of a model config (``kind='cnn'``)."""
+    twin = build_model(dataclasses.replace(cfg, kind="cnn")).eval()
     x = torch.rand(1, 3, height, width)
     with EnergyMeter(twin) as meter, torch.no_grad():
         twin(x, x, torch.zeros(1))

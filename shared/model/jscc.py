@@ -6,9 +6,11 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
-from shared.channel.modulation import channel_input_from_latent, signalling_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import ConfigError, ModelConfig
+from shared.config import ModelConfig
+from shared.errors import DataError
+from shared.latent import LatentCode, latent_code
+from shared.link.hop import DecoderInput, receive, send
 from shared.model.blocks import ResBlock, SNRGate, SpikingConv, SpikingUpsample
 from shared.model.fusion import ParallaxAttention
 from shared.model.neurons import is_neuron, make_neuron
@@ -20,27 +22,14 @@ BN_INIT_SCALE = 1.5
 
 
 def latent_channels(cfg: ModelConfig) -> int:
-    r"""Latent channels per view that give bandwidth ratio ``cfg.cbr`` exactly.
+    """Latent channels per view that give the bandwidth ratio ``cfg.cbr`` exactly (see
+    :meth:`shared.latent.LatentCode.channels`)."""
+    return code_of(cfg).channels(cfg.cbr, len(cfg.widths))
 
-    With ``s = 2^{(scales - 1)}`` the latent has :math:`HW/s^2` positions per view and the
-    view has :math:`k = 3HW` source values; ``n = \rho k`` complex symbols carry
-    :math:`2n` real values, so count-PAM needs :math:`C = 6 \rho s^2` channels and
-    spike-BPSK (T bits per latent value) :math:`C = 6 \rho s^2 / T`.
-    """
-    stride = 2 ** (len(cfg.widths) - 1)
-    per_position = 6.0 * cfg.cbr * stride**2
-    if cfg.latent == "spike_bpsk":
-        per_position /= cfg.time_steps
-    channels = round(per_position)
-    if channels < 1 or abs(channels - per_position) > 1e-6:
-        unit = 6 * stride**2 // (cfg.time_steps if cfg.latent == "spike_bpsk" else 1)
-        raise ConfigError(
-            f"config key 'model.cbr': got {cfg.cbr:g}, which needs {per_position:g} latent "
-            f"channels with {len(cfg.widths)} scales (stride {stride}) and latent "
-            f"'{cfg.latent}'; allowed: multiples of 1/{unit} (e.g. 1/{unit}, "
-            f"{2}/{unit}), or change model.widths"
-        )
-    return channels
+
+def code_of(cfg: ModelConfig) -> LatentCode:
+    """The latent code a model config names."""
+    return latent_code(cfg.latent, cfg.time_steps)
 
 
 class Encoder(nn.Module):
@@ -85,7 +74,8 @@ class Decoder(nn.Module):
 
     Input
     -----
-    r : [2N, C_in, h, w] float, soft channel outputs (left views first)
+    r : [2N, C_in, h, w] float, soft channel outputs in the latent layout (left views
+        first)
     snr_db : [2N] float or None
     Output
     ------
@@ -140,12 +130,14 @@ class StereoJSCC(nn.Module):
         x_right --Encoder--> spikes --count/bits--> z_R --+              +--> x_hat_right
                                                                  parallax fusion, SNR gates)
 
-    Latent modes: ``count_pam`` sends the spike count n in {0..T} of every latent neuron as
-    the PAM amplitude 2n/T - 1 (a (T+1)-level constellation per real dimension, as in
-    constellation-constrained JSCC); ``spike_bpsk`` sends each spike as one antipodal symbol
-    and the receiver passes soft bits E[2b-1] to the decoder. ``kind='cnn'`` builds the CNN
-    twin: the same topology with :class:`RateActivation` instead of LIF, one time step, and
-    the same latent quantisation with a straight-through estimator.
+    The latent code (``model.latent``, :mod:`shared.latent`) decides how the latent layer's
+    spikes cross the channel: ``count_pam`` sends the spike count n in {0..T} of every
+    latent neuron as the PAM amplitude 2n/T - 1 (a (T+1)-level constellation per real
+    dimension, as in constellation-constrained JSCC); ``spike_bpsk`` sends each spike as one
+    antipodal symbol and the receiver passes soft bits E[2b-1] to the decoder.
+    ``kind='cnn'`` builds the CNN twin: the same topology with :class:`RateActivation`
+    instead of LIF, one time step, and the same latent quantisation with a straight-through
+    estimator.
 
     Parameters
     ----------
@@ -160,16 +152,18 @@ class StereoJSCC(nn.Module):
         self.cfg = cfg
         self.steps = cfg.time_steps if cfg.kind == "snn" else 1
         self.stride = 2 ** (len(cfg.widths) - 1)
+        self.code = code_of(cfg)
         self.latent_channels = latent_channels(cfg)
-        bit_planes = cfg.time_steps if cfg.latent == "spike_bpsk" else 1
-        decoder_in = self.latent_channels * bit_planes
-        encoder_out = self.latent_channels * (bit_planes if cfg.kind == "cnn" else 1)
+        decoder_in = self.latent_channels * self.code.planes
+        encoder_out = self.latent_channels * (
+            self.code.planes if cfg.kind == "cnn" else 1
+        )
         self.encoder_left = Encoder(cfg, encoder_out)
         self.encoder_right = (
             self.encoder_left if cfg.share_encoder else Encoder(cfg, encoder_out)
         )
         self.decoder = Decoder(cfg, decoder_in)
-        self.channel = channel or WirelessChannel(signalling=signalling_for(cfg.latent))
+        self.channel = channel or WirelessChannel(signalling=self.code.signalling)
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d) and module.weight is not None:
                 nn.init.constant_(module.weight, BN_INIT_SCALE)
@@ -182,17 +176,14 @@ class StereoJSCC(nn.Module):
         """Per view: ``n`` complex channel uses, ``k`` source values, ``rho = n / k``."""
         self.check_size(height, width)
         positions = (height // self.stride) * (width // self.stride)
-        reals = (
-            positions
-            * self.latent_channels
-            * (self.cfg.time_steps if self.cfg.latent == "spike_bpsk" else 1)
-        )
+        reals = positions * self.latent_channels * self.code.planes
         n, k = reals // 2, 3 * height * width
         return {"n": n, "k": k, "rho": n / k}
 
     def check_size(self, height: int, width: int) -> None:
+        """DataError unless ``height x width`` is a multiple of the model stride."""
         if height % self.stride or width % self.stride:
-            raise ValueError(
+            raise DataError(
                 f"image size {height}x{width} is not a multiple of the "
                 f"model stride {self.stride}; pad or crop it"
             )
@@ -200,25 +191,16 @@ class StereoJSCC(nn.Module):
     # ------------------------------------------------------------------ latent
 
     def _latent(self, spikes: Tensor) -> Tensor:
-        """Per-view latent from the latent layer: counts ``[N, C, h, w]`` or bits
-        ``[N, T, C, h, w]``, float (gradients flow through surrogate / straight-through)."""
-        cfg = self.cfg
-        if cfg.kind == "snn":
-            if cfg.latent == "count_pam":
-                return spikes.sum(dim=0)
-            return spikes.transpose(0, 1)
-        rate = spikes[0]
-        if cfg.latent == "count_pam":
-            scaled = rate * cfg.time_steps
-            return scaled + (torch.round(scaled) - scaled).detach()
-        bits = rate + ((rate > 0.5).to(rate) - rate).detach()
-        n, _, h, w = bits.shape
-        return bits.reshape(n, cfg.time_steps, self.latent_channels, h, w)
+        """Per-view latent of the code from the latent layer's output ``[T, N, ...]``
+        (spikes of the SNN, or the twin's rates at one step)."""
+        if self.cfg.kind == "snn":
+            return self.code.from_spikes(spikes)
+        return self.code.from_rates(spikes[0])
 
     def _encode_views(self, x_left: Tensor, x_right: Tensor) -> Tensor:
         self.check_size(*x_left.shape[-2:])
         if x_left.shape != x_right.shape:
-            raise ValueError(
+            raise DataError(
                 f"views differ in shape: {tuple(x_left.shape)} vs "
                 f"{tuple(x_right.shape)}"
             )
@@ -234,10 +216,9 @@ class StereoJSCC(nn.Module):
 
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of one view's latent (without the batch axis)."""
-        h, w = height // self.stride, width // self.stride
-        if self.cfg.latent == "count_pam":
-            return (self.latent_channels, h, w)
-        return (self.cfg.time_steps, self.latent_channels, h, w)
+        return self.code.shape(
+            self.latent_channels, height // self.stride, width // self.stride
+        )
 
     # ------------------------------------------------------------------ halves
 
@@ -256,43 +237,28 @@ class StereoJSCC(nn.Module):
         shape : latent_shape, per view
         """
         functional.reset_net(self)
-        latent = self._encode_views(x_left, x_right)
+        latent = self.code.quantise(self._encode_views(x_left, x_right))
         functional.reset_net(self)
-        latent = torch.round(latent).to(torch.uint8)
         return {
             "latent": latent.reshape((2, x_left.shape[0]) + latent.shape[1:]),
             "shape": tuple(latent.shape[1:]),
         }
 
-    def channel_input(self, latent: Tensor) -> Tensor:
-        """``[B, *latent_shape]`` latent to ``[B, L]`` channel input values."""
-        return channel_input_from_latent(latent, self.cfg.latent, self.cfg.time_steps)
-
-    def _decode(
-        self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
-    ) -> Tensor:
-        h, w = shape[-2:]
-        r = soft.reshape(soft.shape[0], -1, h, w)
-        return self.decoder(r, snr_db, self.steps)
-
     @torch.no_grad()
-    def decode(
-        self, soft: Tensor, shape: tuple[int, ...], snr_db: Tensor | None
-    ) -> dict[str, Tensor]:
+    def decode(self, received: DecoderInput) -> dict[str, Tensor]:
         """Receiver half.
 
         Input
         -----
-        soft : [2N, L], float, receiver soft values (left views first)
-        shape : per-view latent shape, as returned by :meth:`encode`
-        snr_db : [2N] float SNR known to the receiver, or None
+        received : DecoderInput of 2N views (left views first), soft values
+            ``[2N, C * planes, h, w]`` and the SNR known to the receiver ``[2N]`` or None
 
         Output
         ------
         x_hat_left, x_hat_right : [N, 3, H, W], float in [0, 1]
         """
         functional.reset_net(self)
-        x_hat = self._decode(soft, shape, snr_db)
+        x_hat = self.decoder(received.soft, received.snr_db, self.steps)
         functional.reset_net(self)
         left, right = x_hat.chunk(2)
         return {"x_hat_left": left, "x_hat_right": right}
@@ -317,26 +283,26 @@ class StereoJSCC(nn.Module):
         Output
         ------
         x_hat_left, x_hat_right : [N, 3, H, W], float in (0, 1)
-        z : [2N, L] float, channel input values (PAM amplitudes or bits), left views first
-        z_hat : [2N, L] float, soft values after the channel
+        latent : [2N, *latent_shape] float, the code's latent, left views first
+        soft : [2N, C * planes, h, w] float, the decoder's input after the channel
         rates : {layer name: mean firing rate (SNN) or mean activation (CNN twin)}
         """
         functional.reset_net(self)
         latent = self._encode_views(x_left, x_right)
-        z = self.channel_input(latent)
-        snr = snr_db if snr_db.shape[0] == z.shape[0] else snr_db.repeat(2)
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            z_hat, snr_known = self.channel(z.float(), snr.float(), generator)
-        x_hat = self._decode(z_hat, latent.shape[1:], snr_known)
+        snr = snr_db if snr_db.shape[0] == latent.shape[0] else snr_db.repeat(2)
+        with torch.autocast(device_type=latent.device.type, enabled=False):
+            snr = snr.float()
+            use = send(self.code, self.channel, latent.float(), snr, generator)
+            received = receive(self.code, self.channel, use, snr, latent.shape[1:])
+        x_hat = self.decoder(received.soft, received.snr_db, self.steps)
         rates = self.firing_rates()
         functional.reset_net(self)
         left, right = x_hat.chunk(2)
         return {
             "x_hat_left": left,
             "x_hat_right": right,
-            "z": z,
-            "z_hat": z_hat,
             "latent": latent,
+            "soft": received.soft,
             "rates": rates,
         }
 

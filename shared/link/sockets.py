@@ -1,46 +1,24 @@
-"""Plumbing shared by the link processes: logging, stop signals, sockets, drop counters."""
+"""Sockets of the link processes: bounded queues, back-pressure, peers, liveness, and
+the counters of dropped messages."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import torch
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from shared.config import (
-    Config,
-    ConfigError,
-    add_config_arguments,
-    dump_config,
-    load_config,
-)
-from shared.data.images import DataError
-from shared.model.checkpoint import CheckpointError
+from shared.errors import WireError
 from shared.signals import StopFlag
-from shared.wire import Message, WireError, decode_message, encode_message
+from shared.wire import Message, decode_message
 
 POLL_SLICE_MS = 100
 #: libzmq (re-)establishes a connection itself, retrying after 0.1 s and backing off to
 #: 2 s; queued messages survive, which a hand-made close-and-reconnect would lose.
 RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 2000
-
-
-def setup_logging(name: str) -> logging.Logger:
-    """Log lines to stderr, prefixed with the process name."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        force=True,
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-    )
-    return logging.getLogger(name)
 
 
 class DropCounter:
@@ -126,16 +104,14 @@ def receive(
 
 def send(
     sock: zmq.Socket,
-    msg: Message,
+    data: bytes,
     stop: StopFlag | None,
-    bit_packed: set[str] = frozenset(),
     timeout_s: float | None = None,
 ) -> bool:
-    """Send, waiting while the peer's queue is full (back-pressure).
+    """Send one encoded message, waiting while the peer's queue is full (back-pressure).
 
     Returns False when ``stop`` is set or ``timeout_s`` passes before the message left.
     """
-    data = encode_message(msg, bit_packed)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while not (stop is not None and stop.is_set):
         if sock.poll(POLL_SLICE_MS, zmq.POLLOUT):
@@ -231,55 +207,3 @@ def wait_for_hangup(
         if (stop is not None and stop.is_set) or time.monotonic() > deadline:
             return False
         poller.poll(POLL_SLICE_MS)
-
-
-def process_threads(configured: int) -> int:
-    """Torch threads of one link process: as configured, or (0) half the CPU cores, since
-    the transmitter and the receiver compute at the same time."""
-    return configured or max(1, (os.cpu_count() or 2) // 2)
-
-
-#: Errors a process reports in one line (bad model file, data, values) before exiting 1.
-REPORTED_ERRORS = (CheckpointError, ConfigError, DataError, ValueError)
-
-ProcessBody = Callable[[Config, logging.Logger, StopFlag], int]
-
-
-def run_process(
-    name: str,
-    module: str,
-    doc: str,
-    example: str,
-    argv: list[str] | None,
-    body: ProcessBody,
-) -> int:
-    """Entry point shared by the link processes.
-
-    Parses ``--config`` / ``--set``, stops with status 2 on a bad configuration before
-    anything is bound, logs the resolved configuration, then runs ``body``. Expected
-    errors end with status 1 and one log line; anything else is logged with its traceback.
-    """
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {module}",
-        description=doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(parser, example)
-    args = parser.parse_args(argv)
-    log = setup_logging(name)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    log.info("resolved config:\n%s", dump_config(cfg))
-    torch.set_grad_enabled(False)
-    torch.set_num_threads(process_threads(cfg.link.threads))
-    try:
-        return body(cfg, log, StopFlag())
-    except REPORTED_ERRORS as exc:
-        log.error("%s", exc)
-        return 1
-    except Exception:
-        log.exception("stopped by an unexpected error")
-        return 1

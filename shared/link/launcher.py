@@ -1,0 +1,197 @@
+"""Launching the three link processes on fresh endpoints, and supervising one run.
+
+The processes run as ``python -m receiver``, ``python -m channel_sim`` and
+``python -m transmitter`` on free loopback TCP ports (or ``ipc://`` sockets), with their
+logs relayed behind a prefix and kept in ``link.log``. A run ends when the end of stream
+has passed through all three; a failed process stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import Config, config_from_dict, dump_config
+from shared.errors import SpikeLinkError
+
+PROCESSES = (("rx", "receiver"), ("ch", "channel_sim"), ("tx", "transmitter"))
+STOP_GRACE_S = 10.0
+POLL_S = 0.2
+
+
+def free_tcp_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def endpoint_overrides(transport: str, folder: Path) -> list[str]:
+    names = ("channel_in", "channel_out", "channel_control", "reference")
+    if transport == "ipc":
+        return [f"link.{n}=ipc://{folder / n}" for n in names]
+    return [f"link.{n}=tcp://127.0.0.1:{free_tcp_port()}" for n in names]
+
+
+@dataclass
+class LinkResult:
+    status: int
+    summary: dict | None
+    out_dir: Path
+
+
+class LinkRun:
+    """The three child processes of one link run."""
+
+    def __init__(self, cfg: Config, quiet: bool = False) -> None:
+        self.cfg, self.quiet = cfg, quiet
+        self.out_dir = Path(cfg.link.out_dir)
+        self.children: dict[str, subprocess.Popen] = {}
+        self.threads: list[threading.Thread] = []
+        self.log_lock = threading.Lock()
+        self.error: str | None = None
+
+    def start(self, setup: Callable[[str], None] | None = None) -> None:
+        """Start the receiver and the channel, then ``setup`` (called with the channel's
+        control endpoint: settings that must hold from the first frame), then the
+        transmitter. A failed ``setup`` is recorded in ``error`` and the transmitter is
+        not started; :meth:`wait` then stops the run."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "link_config.yaml"
+        config_path.write_text(dump_config(self.cfg))
+        self.log_file = open(self.out_dir / "link.log", "w")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for tag, module in PROCESSES:
+            if tag == "tx" and setup is not None:
+                self._control(setup, "set-up")
+                if self.error:
+                    return
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, "--config", str(config_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            )
+            self.children[tag] = proc
+            thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _relay(self, tag: str, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            text = f"[{tag}] {line.rstrip()}"
+            with self.log_lock:
+                self.log_file.write(text + "\n")
+                loud = " WARNING " in line or " ERROR " in line or "Traceback" in line
+                if not self.quiet or loud:
+                    print(text, file=sys.stderr, flush=True)
+
+    def wait(self, controller: Callable[[str], None] | None = None) -> int:
+        """Wait for all three; a failed process stops the others. Returns the status.
+
+        Once the transmitter has finished, the others get ``link.idle_timeout_s`` to see
+        the end of stream; after that the run is stopped as failed, not left hanging.
+        """
+        if controller is not None:
+            threading.Thread(
+                target=self._control, args=(controller, "controller"), daemon=True
+            ).start()
+        tx_done_at: float | None = None
+        while True:
+            codes = {tag: p.poll() for tag, p in self.children.items()}
+            failed = {t: c for t, c in codes.items() if c not in (None, 0)}
+            if codes.get("tx") == 0 and tx_done_at is None:
+                tx_done_at = time.monotonic()
+            overdue = (
+                tx_done_at is not None
+                and time.monotonic() - tx_done_at > self.cfg.link.idle_timeout_s
+            )
+            if overdue and not self.error:
+                self.error = (
+                    "the end of stream did not pass through within "
+                    f"{self.cfg.link.idle_timeout_s:.0f} s of the transmitter's end"
+                )
+            if failed or self.error:
+                reason = self.error or ", ".join(
+                    f"{t} exited with {c}" for t, c in failed.items()
+                )
+                print(f"[link] stopping: {reason}", file=sys.stderr, flush=True)
+                self.stop()
+                return 1
+            if all(c == 0 for c in codes.values()):
+                return 0
+            time.sleep(POLL_S)
+
+    def _control(self, controller: Callable[[str], None], role: str) -> None:
+        try:
+            controller(self.cfg.link.channel_control)
+        except SpikeLinkError as exc:
+            self.error = f"{role} failed: {exc}"
+        except BaseException:
+            self.error = f"{role} failed with an unexpected error (traceback above)"
+            raise
+
+    def stop(self) -> None:
+        """SIGINT to every child still running, then SIGKILL after a grace period."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for proc in self.children.values():
+            proc.stdout.close()
+        self.log_file.close()
+
+
+def run_link(
+    cfg: Config,
+    transport: str = "tcp",
+    quiet: bool = False,
+    controller: Callable[[str], None] | None = None,
+    setup: Callable[[str], None] | None = None,
+) -> LinkResult:
+    """Run the link once with ``cfg`` on fresh endpoints; returns status and summary.
+
+    ``setup`` and ``controller`` are called with the channel's control endpoint:
+    ``setup`` before the transmitter starts, ``controller`` in a thread while the link
+    runs (see :meth:`LinkRun.start` and :meth:`LinkRun.wait`)."""
+    with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
+        cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
+        run = LinkRun(cfg, quiet)
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            run.start(setup)
+            status = run.wait(controller)
+        except KeyboardInterrupt:
+            print("[link] interrupted: stopping the three processes", file=sys.stderr)
+            run.stop()
+            status = 130
+        except BaseException:
+            run.stop()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            run.close()
+    path = run.out_dir / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else None
+    return LinkResult(status, summary, run.out_dir)

@@ -138,6 +138,17 @@ def _batch_snr(cfg: Config, runtime: Runtime, step: int, batch: int) -> torch.Te
     return cfg.train.snr_min_db + (cfg.train.snr_max_db - cfg.train.snr_min_db) * u
 
 
+def _check_loss_fits_crop(cfg: Config) -> None:
+    if (
+        cfg.train.loss == "mse_msssim"
+        and min(cfg.data.crop_height, cfg.data.crop_width) < 97
+    ):
+        raise ConfigError(
+            "config key 'train.loss': 'mse_msssim' needs data.crop_height and "
+            "data.crop_width >= 97 (MS-SSIM with win_size 7)"
+        )
+
+
 def _check_silent(
     rates: dict[str, torch.Tensor], silent_counts: dict[str, int]
 ) -> None:
@@ -165,14 +176,7 @@ class TrainingRun:
         self, cfg: Config, runtime: Runtime, resume: dict[str, Any] | None
     ) -> None:
         tc = cfg.train
-        if (
-            tc.loss == "mse_msssim"
-            and min(cfg.data.crop_height, cfg.data.crop_width) < 97
-        ):
-            raise ConfigError(
-                "config key 'train.loss': 'mse_msssim' needs data.crop_height and "
-                "data.crop_width >= 97 (MS-SSIM with win_size 7)"
-            )
+        _check_loss_fits_crop(cfg)
         if tc.threads:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
@@ -184,24 +188,12 @@ class TrainingRun:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay
         )
-        self.step, self.best, self.metrics = 0, -math.inf, {}
-        if resume is not None:
-            load_state_strict(self.model, resume["model"], "resume checkpoint")
-            self.optimizer.load_state_dict(resume["optimizer"])
-            self.step, self.best = resume["step"], resume["best_metric"]
-            self.metrics = resume["metrics"]
-        elif tc.init_from:
-            init_from_twin(self.model, tc.init_from, cfg, tc.init_bn_scale)
-        self.average = WeightAverage(self.model, tc.ema_decay) if tc.ema_decay else None
-        if self.average is not None and resume is not None and "ema" in resume:
-            self.average.load_state_dict(resume["ema"], "resume checkpoint (ema)")
+        self.step, self.best, self.metrics = self._starting_point(resume)
+        self.average = self._weight_average(resume)
         self.net: nn.Module = self.model
         pairs, mono = training_sources(cfg.data)
-        batches = TrainBatches(
-            pairs, mono, cfg.data, tc.batch_size, tc.seed, runtime.rank
-        )
         self.loader = DataLoader(
-            batches,
+            TrainBatches(pairs, mono, cfg.data, tc.batch_size, tc.seed, runtime.rank),
             batch_size=None,
             sampler=range(self.step, tc.steps),
             num_workers=cfg.data.workers,
@@ -232,6 +224,29 @@ class TrainingRun:
                 runtime.device,
                 runtime.world,
             )
+
+    def _starting_point(
+        self, resume: dict[str, Any] | None
+    ) -> tuple[int, float, dict[str, Any]]:
+        """Load the resumed run's weights and optimiser (or ``train.init_from``'s
+        weights); returns the step, best validation PSNR and last metrics."""
+        if resume is not None:
+            load_state_strict(self.model, resume["model"], "resume checkpoint")
+            self.optimizer.load_state_dict(resume["optimizer"])
+            return resume["step"], resume["best_metric"], resume["metrics"]
+        tc = self.cfg.train
+        if tc.init_from:
+            init_from_twin(self.model, tc.init_from, self.cfg, tc.init_bn_scale)
+        return 0, -math.inf, {}
+
+    def _weight_average(self, resume: dict[str, Any] | None) -> WeightAverage | None:
+        """The moving average of ``train.ema_decay`` (restored on resume), or None."""
+        if not self.cfg.train.ema_decay:
+            return None
+        average = WeightAverage(self.model, self.cfg.train.ema_decay)
+        if resume is not None and "ema" in resume:
+            average.load_state_dict(resume["ema"], "resume checkpoint (ema)")
+        return average
 
     def distribute(self) -> None:
         """Wrap the model for DDP (a collective: after every rank has set up)."""

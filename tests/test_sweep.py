@@ -11,6 +11,7 @@ import torch
 from conftest import SAMPLES
 
 from shared.baselines import (
+    CODECS,
     budget_bytes,
     code_at_budget,
     instantaneous_snr_db,
@@ -45,7 +46,7 @@ def test_block_fading_uses_the_instantaneous_snr() -> None:
         instantaneous_snr_db("bsc", 5.0, 0, 0, 0)
 
 
-@pytest.mark.parametrize("codec", ["jpeg", "jpeg2000", "webp"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_codec_fits_the_budget_or_sends_the_mean(codec: str) -> None:
     image = load_frames(str(SAMPLES / "stereo"), None, 128, 256, limit=1)[0].left
     coded, info = code_at_budget(image, codec, 3000)

@@ -3,7 +3,8 @@
 For each model the real three-process link is started once and the channel's SNR (and
 channel type) is moved through its control socket, ``--passes`` over the frames per point
 (``--mode link``, the default); ``--mode inprocess`` computes the same numbers in one
-process. Baselines code each view with JPEG / JPEG 2000 / WebP at the channel's capacity.
+process. Baselines code each view with AVIF / JPEG 2000 / WebP / JPEG at the channel's
+capacity.
 Writes ``sweep.json``, ``sweep.csv``, ``psnr.png``, ``msssim.png``, ``energy.png``,
 ``examples.png`` and ``report.md`` into ``--out``.
 """
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csi", default="perfect", choices=["perfect", "none"])
     p.add_argument(
         "--baselines",
-        default="jpeg,jpeg2000,webp",
+        default=",".join(CODECS),
         help=f"comma-separated codecs from {', '.join(CODECS)}, or 'none'",
     )
     p.add_argument("--frames", type=int, default=0, help="pairs per pass (0 = all)")

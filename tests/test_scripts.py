@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLES, write_image
+from conftest import REPO, SAMPLES, calibrated_tiny, write_image
 from PIL import Image
 
 from shared.config import DataConfig
@@ -126,3 +126,62 @@ def test_bench_train_times_both_models_through_the_trainer(tmp_path: Path) -> No
     for record in records:
         assert record["pairs_per_s"] > 0 and record["intervals"] == 2
         assert (record["batch_size"], record["crop"]) == (8, "32x64")
+
+
+def test_the_gpu_campaign_trains_evaluates_and_times_in_one_command(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """The lease's one command, on this CPU with the tiny models: both runs fine-tune
+    from their checkpoints by the deadline, and ``--out`` gets the weights, the logs
+    and ``campaign.json`` with the validation before and after."""
+    twin = calibrated_tiny(tmp_path / "twin", "model.kind=cnn")
+    data = tmp_path / "pack" / "data"
+    for name in ("a", "b"):
+        for side, seed in (("left", 1), ("right", 2)):
+            write_image(data / f"stereo/{name}/{side}.jpg", 80, 160, seed=seed)
+    (data / "train_pairs.txt").write_text(
+        "".join(f"stereo/{n}/left.jpg stereo/{n}/right.jpg\n" for n in "ab")
+    )
+    out = tmp_path / "out"
+    done = _script(
+        "gpu_campaign.py",
+        "run",
+        "--pack",
+        str(tmp_path / "pack"),
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+        "--config",
+        "tiny",
+        "--snn",
+        str(tiny_checkpoint),
+        "--twin",
+        str(twin),
+        "--deadline-s",
+        "60",
+        "--probe-minutes",
+        "0.1",
+        "--restart-s",
+        "10",
+        "--eval-s",
+        "10",
+        "--set",
+        "train.threads=1",
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads((out / "campaign.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == [
+        "campaign.json",
+        "campaign.log",
+        "cnn.log",
+        "cnn.pt",
+        "snn.log",
+        "snn.pt",
+    ]
+    for name in ("snn", "cnn"):
+        assert result["runs"][name]["final_step"] > result["runs"][name]["probe_step"]
+        for which in ("start", "trained"):
+            psnr = result["eval"][f"{name}_{which}"]["10 dB"]["psnr"]
+            assert 5 < psnr < 60
+    assert result["timings"]["total_s"] < 120

@@ -76,6 +76,7 @@ class ModelConfig:
     res_blocks: tuple[int, ...] = (1, 2, 2)
     fusion_scales: tuple[int, ...] = (2,)
     fusion_dim: int = _bounded(64, 1, None)
+    fusion_gate: bool = False
     snr_conditioning: bool = True
 
 
@@ -120,6 +121,7 @@ class DataConfig:
     crop_width: int = _bounded(128, 8, None)
     scale_max: float = _bounded(4.0, 1.0, None)
     mono_fraction: float = _bounded(0.7, 0.0, 1.0)
+    mismatch_fraction: float = _bounded(0.0, 0.0, 1.0)
     max_disparity: float = _bounded(0.06, 0.0, 0.5)
     workers: int = _bounded(0, 0, 64)
 

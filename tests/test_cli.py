@@ -131,3 +131,16 @@ def test_demo_runs_the_link_on_a_split_file(
     printed = capsys.readouterr().out
     assert "1 stereo pairs" in printed and "10.0" in printed
     assert (out / "link" / "frames" / "000000_left.png").exists()
+
+
+def test_eval_can_pair_each_view_with_another_scene(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    options = ["--model", str(tiny_checkpoint), "--data", str(SAMPLES / "stereo")]
+    options += ["--frames", "3", "--snr", "10", "--pairing", "mismatched"]
+    assert spikelink(["eval", *options, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    names = [f["name"] for f in report["results"][0]["frames"]]
+    assert report["pairing"] == "mismatched" and len(names) == 3
+    assert names[0].split("+")[1] == names[1].split("+")[0]
+    assert names[2].split("+")[1] == names[0].split("+")[0]

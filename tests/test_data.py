@@ -304,3 +304,28 @@ def test_images_smaller_than_the_crop_are_left_out(tmp_path: Path, caplog) -> No
     too_large = dataclasses.replace(cfg, crop_height=32, crop_width=64)
     with pytest.raises(DataError, match="data.crop_height"):
         TrainBatches(pairs, mono, too_large, batch_size=8, seed=0)
+
+
+def test_a_share_of_training_pairs_gets_another_scenes_right_view() -> None:
+    """``data.mismatch_fraction`` replaces right views with other samples' right views;
+    at 0 the stream is the one of a config without the key (no extra random draws)."""
+    common = dict(
+        root=str(SAMPLES),
+        stereo=("stereo",),
+        mono=(),
+        val_split="",
+        crop_height=16,
+        crop_width=32,
+    )
+    pairs, _ = training_sources(DataConfig(**common))
+    matched = TrainBatches(pairs, [], DataConfig(**common), 8, seed=3)[0]
+    again = TrainBatches(
+        pairs, [], DataConfig(**common, mismatch_fraction=0.0), 8, seed=3
+    )[0]
+    assert torch.equal(matched["right"], again["right"])
+    swapped = TrainBatches(
+        pairs, [], DataConfig(**common, mismatch_fraction=1.0), 8, seed=3
+    )[0]
+    assert torch.equal(swapped["left"][0], matched["left"][0])
+    assert not torch.equal(swapped["right"][0], matched["right"][0])
+    assert swapped["right"].shape == matched["right"].shape

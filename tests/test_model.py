@@ -169,3 +169,32 @@ def test_snr_conditioning_changes_the_output(sample_pair) -> None:
     high = model.decode(DecoderInput(soft, torch.tensor([15.0, 15.0])))["x_hat_left"]
     unknown = model.decode(DecoderInput(soft, None))["x_hat_left"]
     assert not torch.equal(low, high) and not torch.equal(low, unknown)
+
+
+def test_a_closed_fusion_gate_makes_each_view_ignore_the_other(sample_pair) -> None:
+    """With ``model.fusion_gate`` the gate starts nearly open; closed, the left view's
+    reconstruction no longer depends on the right view's received values."""
+    torch.manual_seed(0)
+    cfg = load_config("tiny", ["model.fusion_gate=true"])
+    model = build_model(cfg.model, cfg.channel)
+    left, right = (x[..., :64, :128] for x in sample_pair)
+    model = calibrate(model, left, right)
+    fusion = model.decoder.scales[0].fusion
+    torch.nn.init.normal_(fusion.project.weight)  # make the fusion matter
+    assert torch.sigmoid(fusion.gate.bias).item() > 0.99
+    soft = torch.randn(2, 6, 16, 32)
+    other = soft.clone()
+    other[1] = torch.randn(6, 16, 32)
+
+    def left_view(received: torch.Tensor) -> torch.Tensor:
+        return model.decode(DecoderInput(received, torch.tensor([5.0, 5.0])))[
+            "x_hat_left"
+        ]
+
+    assert not torch.allclose(left_view(soft), left_view(other), atol=1e-4)
+    torch.nn.init.constant_(fusion.gate.bias, -30.0)
+    assert torch.allclose(left_view(soft), left_view(other), atol=1e-6)
+    model.train()
+    out = model(left, right, torch.tensor([5.0]))
+    out["x_hat_left"].mean().backward()
+    assert fusion.gate.weight.grad is not None

@@ -583,3 +583,17 @@ def test_moving_average_is_what_the_run_validates_and_exports(tmp_path: Path) ->
     assert train_module.validate(trained, frames, cfg)["psnr_mean"] != pytest.approx(
         logged, abs=1e-4
     )
+
+
+def test_a_gated_stage_starts_from_an_ungated_model(tmp_path: Path) -> None:
+    """``--init-from`` an ungated checkpoint into a model with ``model.fusion_gate``: the
+    weights are copied, and the gates start open."""
+    assert run(tmp_path / "plain", "--set", "train.steps=1") == 0
+    cfg = load_config("tiny", ["model.fusion_gate=true"])
+    gated = build_model(cfg.model)
+    init_from_twin(gated, str(tmp_path / "plain" / "model.pt"), cfg, 1.0)
+    plain = load_checkpoint(tmp_path / "plain" / "model.pt")["model"]
+    key = "decoder.scales.0.fusion.project.weight"
+    assert torch.equal(gated.state_dict()[key], plain[key])
+    gate = gated.decoder.scales[0].fusion.gate
+    assert torch.sigmoid(gate.bias).item() > 0.99

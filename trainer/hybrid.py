@@ -15,8 +15,10 @@ from shared.model.checkpoint import (
     stored_config,
 )
 
-#: Keys of the model config that may differ between the twin and the SNN.
-_NEURON_KEYS = (
+#: Keys of the model config that may differ between the checkpoint and the model it
+#: initialises: the neuron settings (twin -> SNN) and the fusion gate, which starts open
+#: when the checkpoint has none.
+_STAGE_KEYS = (
     "kind",
     "tau",
     "reset",
@@ -25,14 +27,19 @@ _NEURON_KEYS = (
     "surrogate_alpha",
     "detach_reset",
     "twin_gradient",
+    "fusion_gate",
 )
+#: Parameters a checkpoint may lack: PLIF time constants (from a twin) and fusion gates.
+_NEW_PARAMETERS = (".w", ".gate.weight", ".gate.bias")
 
 
 def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) -> None:
-    """Copy a CNN twin's weights into ``model`` (the SNN) and scale BN affine parameters.
+    """Copy a CNN twin's weights into ``model`` (the SNN), or an earlier stage's into a
+    further stage, and scale BN affine parameters.
 
-    The two model configs must agree except on neuron settings; the SNN's own neuron
-    parameters (PLIF time constants) keep their initial values. ``bn_scale`` multiplies every
+    The two model configs must agree except on neuron settings and the fusion gate; the
+    parameters the checkpoint lacks (PLIF time constants, fusion gates) keep their
+    initial values. ``bn_scale`` multiplies every
     BatchNorm weight and bias, which moves the membrane inputs relative to the threshold.
     """
     ckpt = load_checkpoint(path)
@@ -41,14 +48,17 @@ def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) ->
     diffs = [
         d
         for d in config_differences(twin_model, ours)
-        if d.split(":")[0] not in _NEURON_KEYS
+        if d.split(":")[0] not in _STAGE_KEYS
     ]
     if diffs:
         raise CheckpointError(
             f"--init-from {path}: the twin's model config differs: " + "; ".join(diffs)
         )
     load_state_strict(
-        model, evaluated_weights(ckpt), f"--init-from {path}", ignore_missing=(".w",)
+        model,
+        evaluated_weights(ckpt),
+        f"--init-from {path}",
+        ignore_missing=_NEW_PARAMETERS,
     )
     with torch.no_grad():
         for module in model.modules():

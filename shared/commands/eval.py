@@ -22,7 +22,7 @@ from shared.commands.common import (
     parse_snrs,
     write_json,
 )
-from shared.data.frames import load_frames
+from shared.data.frames import load_frames, mismatched
 from shared.errors import SpikeLinkError
 from shared.evaluation import evaluate
 from shared.model.checkpoint import load_model
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="channel seed")
     p.add_argument(
+        "--pairing",
+        choices=["matched", "mismatched"],
+        default="matched",
+        help="'mismatched' pairs each left view with the next pair's right view, to "
+        "measure what an unrelated second view costs the first",
+    )
+    p.add_argument(
         "--frames", type=int, default=0, help="evaluate only the first N pairs"
     )
     p.add_argument("--height", type=int, default=None)
@@ -84,6 +91,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     height = args.height or cfg.data.image_height
     width = args.width or cfg.data.image_width
     frames = load_frames(args.data, args.root, height, width, args.frames, args.layout)
+    if args.pairing == "mismatched":
+        frames = mismatched(frames)
     uses = model.channel_uses(height, width)
     records = evaluate(model, frames, parse_snrs(args.snr), model.channel, args.seed)
     for record in records:
@@ -92,6 +101,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         "name": "spikelink-eval",
         "model": args.model,
         "data": args.data,
+        "pairing": args.pairing,
         "kind": cfg.model.kind,
         "latent": cfg.model.latent,
         "image_size": [height, width],

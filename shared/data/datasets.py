@@ -104,8 +104,11 @@ class TrainBatches(Dataset):
     Each sample is either a random crop of a real pair (same box in both views) or a pair
     synthesised from a mono photo (:func:`mono_to_stereo`), with probability
     ``cfg.mono_fraction``. Crops downsample by a log-uniform factor in ``[1, scale_max]``;
-    half of the samples are mirrored with :func:`stereo_flip`. Batch ``step`` depends only
-    on ``(seed, rank, step)``, so a resumed run sees exactly the batches it would have seen.
+    half of the samples are mirrored with :func:`stereo_flip`. A share
+    ``cfg.mismatch_fraction`` of the samples gets the right view of another sample (another
+    scene), so that the decoder learns not to trust a second view that does not match.
+    Batch ``step`` depends only on ``(seed, rank, step)``, so a resumed run sees exactly
+    the batches it would have seen.
 
     Item: ``{"left": [B, 3, h, w], "right": [B, 3, h, w]}`` float in [0, 1].
     """
@@ -201,10 +204,13 @@ class TrainBatches(Dataset):
     def __getitem__(self, step: int) -> dict[str, Tensor]:
         g = generator_for(self.seed, "batch", self.rank, step)
         lefts, rights = [], []
+        mismatch = self.cfg.mismatch_fraction
         for _ in range(self.batch_size):
             left, right = self._sample(g)
             if torch.rand((), generator=g).item() < 0.5:
                 left, right = stereo_flip(left, right)
+            if mismatch and torch.rand((), generator=g).item() < mismatch:
+                right = self._sample(g)[1]
             lefts.append(left)
             rights.append(right)
         return {"left": torch.stack(lefts), "right": torch.stack(rights)}

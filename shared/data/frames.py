@@ -56,3 +56,14 @@ def load_frames(
         Frame(i, item["name"], item["left"], item["right"])
         for i, item in enumerate(dataset)
     ]
+
+
+def mismatched(frames: list[Frame]) -> list[Frame]:
+    """Each frame's left view with the next frame's right view (the last takes the
+    first's): a second view from another scene, of the same size, to measure what an
+    unrelated view costs the first one. Frame names read ``left+right``."""
+    shifted = frames[1:] + frames[:1]
+    return [
+        Frame(f.index, f"{f.name}+{g.name}", f.left, g.right)
+        for f, g in zip(frames, shifted)
+    ]

@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from shared.config import ModelConfig
 from shared.model.neurons import make_neuron
 
+#: Initial logit of the fusion gate: sigmoid(5) = 0.993, nearly open.
+GATE_OPEN_LOGIT = 5.0
+
 
 def row_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor) -> Tensor:
     r"""Attention along each image row: every query pixel attends to the key pixels of the
@@ -59,6 +62,12 @@ class ParallaxAttention(nn.Module):
     and value projections, and the attended values return through a zero-initialised 1x1
     projection added to the stream at every time step (so the block starts as identity).
 
+    With ``model.fusion_gate`` a per-pixel confidence ``g = sigmoid(conv([rates, fused]))``
+    in (0, 1) scales what the other view adds, so that the decoder can learn to ignore a
+    view that does not match (PASSRnet's valid masks serve the same purpose). The gate
+    starts open (``g`` = 0.993), so a model fine-tuned from an ungated one starts where it
+    was.
+
     Input
     -----
     u : [T, 2N, C, H, W], float, left views in ``[:, :N]``, right views in ``[:, N:]``
@@ -78,6 +87,10 @@ class ParallaxAttention(nn.Module):
         self.project = nn.Conv2d(dim, channels, 1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
+        self.gate = nn.Conv2d(channels + dim, 1, 1) if cfg.fusion_gate else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, GATE_OPEN_LOGIT)
         if cfg.kind == "snn":  # q/k/v read the time-mean of spikes (energy accounting)
             for conv in (self.query, self.key, self.value):
                 conv.spike_steps = cfg.time_steps
@@ -98,4 +111,7 @@ class ParallaxAttention(nn.Module):
         )
         n, d, h, w = q.shape
         self.last_matmul_macs = n * h * w * w * (d + v.shape[1])
-        return u + self.project(fused)[None]
+        added = self.project(fused)
+        if self.gate is not None:
+            added = added * torch.sigmoid(self.gate(torch.cat((rates, fused), dim=1)))
+        return u + added[None]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.config import ModelConfig
 from shared.model.neurons import make_neuron
 
-#: Initial logit of the fusion gate: sigmoid(5) = 0.993, nearly open.
-GATE_OPEN_LOGIT = 5.0
+#: Initial logit of the fusion gate: sigmoid(2) = 0.88, open but not saturated, so that
+#: the gate's gradient (sigmoid' = 0.10) lets a short fine-tune learn to close it.
+GATE_OPEN_LOGIT = 2.0
 
 
 def row_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor) -> Tensor:
@@ -62,11 +64,12 @@ class ParallaxAttention(nn.Module):
     and value projections, and the attended values return through a zero-initialised 1x1
     projection added to the stream at every time step (so the block starts as identity).
 
-    With ``model.fusion_gate`` a per-pixel confidence ``g = sigmoid(conv([rates, fused]))``
-    in (0, 1) scales what the other view adds, so that the decoder can learn to ignore a
-    view that does not match (PASSRnet's valid masks serve the same purpose). The gate
-    starts open (``g`` = 0.993), so a model fine-tuned from an ungated one starts where it
-    was.
+    With ``model.fusion_gate`` a per-pixel confidence
+    ``g = sigmoid(conv([rates, fused, cos(v, fused)]))`` in (0, 1) scales what the other
+    view adds, so that the decoder can learn to ignore a view that does not match
+    (PASSRnet's valid masks serve the same purpose); ``cos(v, fused)`` is the cosine
+    similarity of a pixel's own value and the value it attended to in the other view. The
+    gate starts open (``g`` = 0.88).
 
     Input
     -----
@@ -87,7 +90,7 @@ class ParallaxAttention(nn.Module):
         self.project = nn.Conv2d(dim, channels, 1)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
-        self.gate = nn.Conv2d(channels + dim, 1, 1) if cfg.fusion_gate else None
+        self.gate = nn.Conv2d(channels + dim + 1, 1, 1) if cfg.fusion_gate else None
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
             nn.init.constant_(self.gate.bias, GATE_OPEN_LOGIT)
@@ -113,5 +116,7 @@ class ParallaxAttention(nn.Module):
         self.last_matmul_macs = n * h * w * w * (d + v.shape[1])
         added = self.project(fused)
         if self.gate is not None:
-            added = added * torch.sigmoid(self.gate(torch.cat((rates, fused), dim=1)))
+            match = F.cosine_similarity(v, fused, dim=1, eps=1e-6)[:, None]
+            cue = torch.cat((rates, fused, match), dim=1)
+            added = added * torch.sigmoid(self.gate(cue))
         return u + added[None]

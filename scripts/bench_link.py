@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import zmq
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.channel.rng import generator_for
 from shared.config import ChannelConfig, load_config
 from shared.data.frames import load_frames
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="models/snn_default.pt")
-    parser.add_argument("--data", default="samples/stereo")
+    parser.add_argument("--model", default=str(BUNDLED_SNN))
+    parser.add_argument("--data", default=str(SAMPLE_PAIRS))
     parser.add_argument("--repeat", type=int, default=2, help="passes over the data")
     parser.add_argument("--snr", type=float, default=5.0)
     parser.add_argument("--out", default="runs/bench")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from shared.assets import BUNDLED_SNN
 from shared.data.frames import load_frames
 from shared.evaluation import view_through_channel
 from shared.link.hop import DecoderInput, lost_view
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="models/snn_default.pt")
+    parser.add_argument("--model", default=str(BUNDLED_SNN))
     parser.add_argument("--data", default="shared/configs/splits/shared_val.txt")
     parser.add_argument("--root", default="../shared/data")
     parser.add_argument(

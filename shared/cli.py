@@ -7,6 +7,7 @@ on its own as ``python -m <module>``.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 
 COMMANDS = {
@@ -33,7 +34,8 @@ COMMANDS = {
 
 def usage() -> str:
     lines = [
-        "usage: spikelink <command> [options]   (spikelink <command> --help)",
+        "usage: spikelink <command> [options]   (spikelink <command> --help, "
+        "spikelink --version)",
         "",
         "commands:",
     ]
@@ -41,11 +43,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def version() -> str:
+    """The installed distribution's version."""
+    return importlib.metadata.version("spikelink")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"spikelink {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"spikelink: unknown command {name!r}\n\n{usage()}", file=sys.stderr)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS, VALIDATION_SPLIT
 from shared.errors import ConfigError
 from shared.latent import latent_modes
 
@@ -113,7 +114,7 @@ class DataConfig:
         "middlebury",
     ] = "auto"
     train_split: str = ""
-    val_split: str = "shared/configs/splits/shared_val.txt"
+    val_split: str = str(VALIDATION_SPLIT)
     on_error: Literal["error", "skip"] = "error"
     image_height: int = _bounded(128, 8, None)
     image_width: int = _bounded(256, 8, None)
@@ -175,13 +176,13 @@ class LinkConfig:
     liveness: int = _bounded(3, 1, None)
     idle_timeout_s: float = _bounded(120.0, 0.0, None, lo_open=True)
     max_message_bytes: int = _bounded(64 * 1024 * 1024, 1024, None)
-    source: str = "samples/stereo"
+    source: str = str(SAMPLE_PAIRS)
     source_root: str = ""
     frames: int = _bounded(0, 0, None)
     repeat: int = _bounded(1, 0, None)
     fps: float = _bounded(0.0, 0.0, None)
     crop: Literal["eval", "native"] = "eval"
-    model: str = "models/snn_default.pt"
+    model: str = str(BUNDLED_SNN)
     out_dir: str = "runs/link"
     save_png: bool = True
     save_grid: bool = False

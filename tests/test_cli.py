@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from conftest import REPO, SAMPLES, write_image
 
 from shared.cli import COMMANDS
 from shared.cli import main as spikelink
+from shared.config import load_config
 from shared.data.frames import source_pairs
 
 
@@ -144,3 +146,41 @@ def test_eval_can_pair_each_view_with_another_scene(
     assert report["pairing"] == "mismatched" and len(names) == 3
     assert names[0].split("+")[1] == names[1].split("+")[0]
     assert names[2].split("+")[1] == names[0].split("+")[0]
+
+
+def test_version(capsys) -> None:
+    assert spikelink(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "spikelink 0.1.0"
+
+
+@pytest.mark.parametrize("command", ["demo", "eval", "energy", "sweep"])
+def test_defaults_are_the_bundled_files_wherever_the_command_runs(
+    command: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = importlib.import_module(COMMANDS[command][0]).build_parser().parse_args([])
+    models = args.model if isinstance(args.model, list) else [args.model]
+    assert all(Path(m).is_file() for m in models)
+    assert len(source_pairs(args.data)) == 7
+    cfg = load_config(None)
+    assert Path(cfg.link.model).is_file() and Path(cfg.link.source).is_dir()
+    assert Path(cfg.data.val_split).is_file()
+
+
+def test_eval_runs_from_another_directory(
+    tmp_path: Path, tiny_checkpoint: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = ["--model", str(tiny_checkpoint), "--frames", "1", "--snr", "5"]
+    assert spikelink(["eval", *options, "--out", "here"]) == 0
+    assert json.loads((tmp_path / "here" / "eval.json").read_text())["results"]
+
+
+def test_link_names_its_source_data_and_still_takes_source(capsys) -> None:
+    from shared.commands.link import build_parser, config_from_args
+
+    new = config_from_args(build_parser().parse_args(["--data", "synthetic"]))
+    assert new.link.source == "synthetic" and capsys.readouterr().err == ""
+    old = config_from_args(build_parser().parse_args(["--source", "synthetic"]))
+    assert old.link.source == "synthetic"
+    assert "--source is an old name of --data" in capsys.readouterr().err

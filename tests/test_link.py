@@ -462,7 +462,7 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
             "tiny",
             "--model",
             str(tiny_checkpoint),
-            "--source",
+            "--data",
             "synthetic",
             "--repeat",
             "0",

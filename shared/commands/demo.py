@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.commands.common import attach_negative_values, fail, parse_snrs
 from shared.data.frames import source_pairs
 from shared.errors import SpikeLinkError
@@ -25,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="models/snn_default.pt")
-    p.add_argument("--data", default="samples/stereo")
+    p.add_argument("--model", default=str(BUNDLED_SNN))
+    p.add_argument("--data", default=str(SAMPLE_PAIRS))
     p.add_argument("--snrs", default="0,5,10", help="SNRs in dB")
     p.add_argument("--channel", default="awgn")
     p.add_argument("--out", default="runs/demo")

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.commands.common import attach_negative_values, fail, write_json
 from shared.data.frames import load_frames
 from shared.errors import SpikeLinkError
@@ -23,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="models/snn_default.pt")
+    p.add_argument("--model", default=str(BUNDLED_SNN))
     p.add_argument(
-        "--data", default="samples/stereo", help="frames to measure rates on"
+        "--data", default=str(SAMPLE_PAIRS), help="frames to measure rates on"
     )
     p.add_argument("--root", default=None)
     p.add_argument("--snr", type=float, default=10.0, help="channel SNR in dB")

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.channel.wireless import WirelessChannel
 from shared.commands.common import (
     attach_negative_values,
@@ -27,8 +28,6 @@ from shared.errors import SpikeLinkError
 from shared.evaluation import evaluate
 from shared.model.checkpoint import load_model
 
-DEFAULT_MODEL = "models/snn_default.pt"
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -37,11 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--model", default=DEFAULT_MODEL, help="checkpoint (default: %(default)s)"
+        "--model", default=str(BUNDLED_SNN), help="checkpoint (default: %(default)s)"
     )
     p.add_argument(
         "--data",
-        default="samples/stereo",
+        default=str(SAMPLE_PAIRS),
         help="folder of stereo pairs (any layout) or a split file",
     )
     p.add_argument("--root", default=None, help="root of the paths in a split file")

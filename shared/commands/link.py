@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_arguments(p, "link.hwm=4")
     p.add_argument("--model", help="checkpoint (link.model)")
-    p.add_argument("--source", help="folder or split file of pairs, or 'synthetic'")
+    p.add_argument(
+        "--data", help="folder or split file of pairs, or 'synthetic' (link.source)"
+    )
+    p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--frames", type=int, help="frames per pass (0 = the whole source)")
     p.add_argument("--repeat", type=int, help="passes over the source (0 = forever)")
     p.add_argument(
@@ -72,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_KEYS = {
     "model": "link.model",
-    "source": "link.source",
+    "data": "link.source",
     "frames": "link.frames",
     "repeat": "link.repeat",
     "fps": "link.fps",
@@ -86,6 +89,9 @@ FLAG_KEYS = {
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    if args.source is not None:
+        print("warning: --source is an old name of --data; use --data", file=sys.stderr)
+        args.data = args.data or args.source
     overrides = list(args.overrides)
     for flag, key in FLAG_KEYS.items():
         value = getattr(args, flag)

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.baselines import CODECS
 from shared.commands.common import attach_negative_values, fail, parse_snrs
 from shared.errors import ConfigError, SpikeLinkError
@@ -30,11 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         nargs="+",
-        default=["models/snn_default.pt"],
+        default=[str(BUNDLED_SNN)],
         help="one or more checkpoints (e.g. the SNN and its CNN twin)",
     )
     p.add_argument(
-        "--data", default="samples/stereo", help="folder of pairs or split file"
+        "--data", default=str(SAMPLE_PAIRS), help="folder of pairs or split file"
     )
     p.add_argument("--root", default=None, help="root of the paths in a split file")
     p.add_argument(

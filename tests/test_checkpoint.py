@@ -71,6 +71,7 @@ def test_new_checkpoints_store_every_key_in_the_current_format(tmp_path: Path) -
         path, {"model": build_model(cfg.model).state_dict(), "config": cfg.to_dict()}
     )
     ckpt = load_checkpoint(path)
+    assert "sha256" not in ckpt  # checked and removed on loading
     assert ckpt["format"] == CHECKPOINT_FORMAT == max(STORED_DEFAULTS)
     assert STORED_DEFAULTS[CHECKPOINT_FORMAT] == {}
     assert load_model(path)[1] == cfg
@@ -82,3 +83,27 @@ def test_unknown_formats_are_refused(tmp_path: Path) -> None:
     torch.save({"format": 99, "model": {}, "config": cfg.to_dict()}, path)
     with pytest.raises(CheckpointError, match="format 99.*reads formats 1, 2"):
         load_checkpoint(path)
+
+
+def test_a_corrupt_or_truncated_checkpoint_is_refused_and_the_previous_is_kept(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config("tiny")
+    model = build_model(cfg.model)
+    path = tmp_path / "last.pt"
+    for step in (1, 2):
+        save_checkpoint(
+            path, {"model": model.state_dict(), "config": cfg.to_dict(), "step": step}
+        )
+    previous = tmp_path / "last.prev.pt"
+    assert load_checkpoint(previous)["step"] == 1 and load_checkpoint(path)["step"] == 2
+    rotted = torch.load(path, weights_only=True)  # bytes changed, checksum kept
+    rotted["model"]["decoder.readout.bias"] += 1e-3
+    torch.save(rotted, path)
+    with pytest.raises(CheckpointError, match=r"corrupt.*SHA-256.*last\.prev\.pt"):
+        load_checkpoint(path)
+    data = previous.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    assert load_checkpoint(previous)["step"] == 1

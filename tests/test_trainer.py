@@ -597,3 +597,42 @@ def test_a_gated_stage_starts_from_an_ungated_model(tmp_path: Path) -> None:
     assert torch.equal(gated.state_dict()[key], plain[key])
     gate = gated.decoder.scales[0].fusion.gate
     assert torch.sigmoid(gate.bias).item() == pytest.approx(0.88, abs=0.01)
+
+
+def test_a_run_killed_at_any_moment_resumes_on_the_same_curve(tmp_path: Path) -> None:
+    """SIGKILL at a random step: the run resumes from its last checkpoint (at most one
+    interval back), logs no step twice, and ends with the weights and the loss curve of
+    an uninterrupted run."""
+    sets = ("train.steps=10", "train.ckpt_every=2", "train.log_every=1")
+    assert run(tmp_path / "straight", *override_arguments(sets)) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "trainer", *TINY_ON_SAMPLES, "--out", str(killed)]
+    proc = subprocess.Popen(
+        [*cmd, *override_arguments(sets)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    at_step = int(torch.randint(3, 8, ()).item())
+
+    def reached() -> bool:
+        return len(read_records(killed, "train")) >= at_step
+
+    try:
+        wait_until(reached, 120, f"step {at_step}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = load_checkpoint(killed / "last.pt")["step"]
+    assert at_step - 2 <= saved <= at_step + 1
+    assert main(["--resume", str(killed / "last.pt")]) == 0
+    straight = read_records(tmp_path / "straight", "train")
+    resumed = read_records(killed, "train")
+    assert [r["step"] for r in resumed] == list(range(1, 11))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(killed / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

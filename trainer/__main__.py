@@ -20,7 +20,12 @@ from shared.config import (
     load_config,
 )
 from shared.errors import CheckpointError, ConfigError, SpikeLinkError
-from shared.model.checkpoint import config_differences, load_checkpoint, stored_config
+from shared.model.checkpoint import (
+    config_differences,
+    load_checkpoint,
+    previous_path,
+    stored_config,
+)
 from shared.signals import StopFlag
 from trainer.distributed import setup, teardown
 from trainer.train import train
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.overwrite and ckpt is None:
         for name in CHECKPOINT_FILES:
-            (Path(cfg.train.out_dir) / name).unlink(missing_ok=True)
+            path = Path(cfg.train.out_dir) / name
+            path.unlink(missing_ok=True)
+            previous_path(path).unlink(missing_ok=True)
     try:
         runtime = setup(cfg.train.device)
     except ConfigError as exc:

@@ -16,16 +16,22 @@ class MetricsLog:
     """
 
     def __init__(
-        self, out_dir: str | Path, kinds: tuple[str, ...], fresh: bool
+        self, out_dir: str | Path, kinds: tuple[str, ...], resumed_at: int | None
     ) -> None:
-        """``fresh`` (a new run, not a resumed one) starts the log files of ``kinds``
-        anew instead of appending to an earlier run's."""
+        """A new run (``resumed_at`` None) starts the log files of ``kinds`` anew; a run
+        resumed from the checkpoint of step ``resumed_at`` keeps the earlier records up
+        to that step and drops the later ones, which a killed run logged after its last
+        checkpoint and the resumed run logs again."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._columns: dict[str, list[str]] = {}
-        if fresh:
-            for name in ("log.jsonl", *(f"{kind}.csv" for kind in kinds)):
-                (self.out_dir / name).unlink(missing_ok=True)
+        files = ("log.jsonl", *(f"{kind}.csv" for kind in kinds))
+        for name in files:
+            path = self.out_dir / name
+            if resumed_at is None or not path.exists():
+                path.unlink(missing_ok=True)
+            else:
+                _keep_until(path, resumed_at)
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
         with open(self.out_dir / "log.jsonl", "a") as f:
@@ -51,3 +57,18 @@ def read_records(out_dir: str | Path, kind: str) -> list[dict[str, Any]]:
     path = Path(out_dir) / "log.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def _keep_until(path: Path, step: int) -> None:
+    """Rewrite a log file (JSON lines or CSV with a ``step`` column) without the records
+    of steps after ``step``."""
+    lines = path.read_text().splitlines()
+    if path.suffix == ".jsonl":
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+    else:
+        rows = list(csv.reader(lines))
+        column = rows[0].index("step") if rows else 0
+        kept = lines[:1] + [
+            line for line, row in zip(lines[1:], rows[1:]) if int(row[column]) <= step
+        ]
+    path.write_text("".join(f"{line}\n" for line in kept))

@@ -200,7 +200,11 @@ class TrainingRun:
         )
         self.val_frames = load_val_frames(cfg) if runtime.is_main else []
         self.mlog = (
-            MetricsLog(self.out_dir, ("train", "val"), fresh=resume is None)
+            MetricsLog(
+                self.out_dir,
+                ("train", "val"),
+                None if resume is None else resume["step"],
+            )
             if runtime.is_main
             else None
         )

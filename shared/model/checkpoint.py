@@ -1,4 +1,5 @@
-"""Checkpoints: one dict, written atomically, loaded with ``weights_only=True``."""
+"""Checkpoints: one dict with its checksum, written atomically (the file it replaces is
+kept), loaded with ``weights_only=True`` and checked."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from shared.config import Config, config_from_stored
 from shared.errors import CheckpointError
+from shared.model.digest import payload_digest
 from shared.model.registry import build_model
 
 #: Format of the checkpoints this version writes. Format 1 was written until the config
@@ -64,15 +66,48 @@ def git_commit() -> str:
         return "unknown"
 
 
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint that ``path`` replaced."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
+    """Write ``payload`` to ``path`` with its checksum, atomically, keeping the file it
+    replaces as :func:`previous_path`.
+
+    The new file is written and flushed to disk under a temporary name, the old one is
+    linked to the previous name, then the new one is renamed into place: at every moment
+    ``path`` is a complete checkpoint, so a process killed at any point loses at most the
+    checkpoint it was writing.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stored = {"format": CHECKPOINT_FORMAT, **payload}
+    stored["sha256"] = payload_digest(stored)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(stored, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            previous = previous_path(path)
+            link = previous.with_name(previous.name + ".tmp")
+            link.unlink(missing_ok=True)
+            os.link(path, link)
+            os.replace(link, previous)
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -81,7 +116,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Read a checkpoint dict (tensors and plain data only: ``weights_only=True``)."""
+    """Read a checkpoint dict (tensors and plain data only: ``weights_only=True``).
+
+    Raises CheckpointError for a missing, truncated, unsafe or foreign file, and for
+    one whose checksum does not match what it holds; the message names the previous
+    checkpoint kept beside it, when there is one.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -89,17 +129,31 @@ def load_checkpoint(
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt / unsafe files
         raise CheckpointError(
-            f"checkpoint cannot be loaded: {path} is not a torch file, or it holds "
-            f"objects other than tensors and plain data ({type(exc).__name__})"
+            f"checkpoint cannot be loaded: {path} is truncated or not a torch file, or "
+            f"it holds objects other than tensors and plain data "
+            f"({type(exc).__name__}){_previous_hint(path)}"
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"not a SpikeLink checkpoint (no model/config): {path}")
+    stored_digest = ckpt.pop("sha256", None)
+    if stored_digest is not None and stored_digest != payload_digest(ckpt):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its contents do not match its SHA-256 "
+            f"checksum{_previous_hint(path)}"
+        )
     if ckpt.get("format") not in STORED_DEFAULTS:
         raise CheckpointError(
             f"checkpoint {path} has format {ckpt.get('format')!r}; this version reads "
             f"formats {', '.join(map(str, STORED_DEFAULTS))}"
         )
     return ckpt
+
+
+def _previous_hint(path: Path) -> str:
+    previous = previous_path(path)
+    if not previous.is_file():
+        return ""
+    return f"; the checkpoint it replaced is kept as {previous}"
 
 
 def stored_config(ckpt: dict[str, Any]) -> Config:

@@ -37,6 +37,7 @@ from shared.link.messages import (
     read_request,
 )
 from shared.link.process import run_process
+from shared.link.security import link_keys, start_authenticator
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
@@ -116,10 +117,17 @@ class ChannelProcess:
 
     def serve(self) -> int:
         link = self.cfg.link
+        keys = link_keys(link, "channel")
         ctx = zmq.Context()
-        pull = open_socket(ctx, zmq.PULL, link.channel_in, bind=True, hwm=link.hwm)
-        push, receivers = open_sender(ctx, link.channel_out, True, link.hwm)
-        rep = open_socket(ctx, zmq.REP, link.channel_control, bind=True, hwm=link.hwm)
+        auth = start_authenticator(ctx, keys)
+        secure = None if keys is None else keys.serve
+        pull = open_socket(
+            ctx, zmq.PULL, link.channel_in, bind=True, hwm=link.hwm, secure=secure
+        )
+        push, receivers = open_sender(ctx, link.channel_out, True, link.hwm, secure)
+        rep = open_socket(
+            ctx, zmq.REP, link.channel_control, bind=True, hwm=link.hwm, secure=secure
+        )
         poller = zmq.Poller()
         poller.register(pull, zmq.POLLIN)
         poller.register(rep, zmq.POLLIN)
@@ -150,7 +158,7 @@ class ChannelProcess:
                         push.send(Heartbeat(link.stream).encode())
                     last_out = time.monotonic()
         finally:
-            close_all(ctx, [pull, push, rep], [receivers])
+            close_all(ctx, [pull, push, rep], [receivers], auth)
         self.log.info(
             "done (%s): %s", self.stop.reason or "end of stream", self.stats()
         )

@@ -38,6 +38,7 @@ from shared.link.messages import (
     read_reference,
 )
 from shared.link.process import run_process
+from shared.link.security import client_of, link_keys, start_authenticator
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
@@ -244,9 +245,25 @@ class ReceiverProcess:
 
     def serve(self) -> int:
         link = self.cfg.link
+        keys = link_keys(link, "receiver")
         ctx = zmq.Context()
-        ref = open_socket(ctx, zmq.PULL, link.reference, bind=True, hwm=link.hwm)
-        data = open_socket(ctx, zmq.PULL, link.channel_out, bind=False, hwm=link.hwm)
+        auth = start_authenticator(ctx, keys)
+        ref = open_socket(
+            ctx,
+            zmq.PULL,
+            link.reference,
+            bind=True,
+            hwm=link.hwm,
+            secure=None if keys is None else keys.serve,
+        )
+        data = open_socket(
+            ctx,
+            zmq.PULL,
+            link.channel_out,
+            bind=False,
+            hwm=link.hwm,
+            secure=client_of(keys, "channel"),
+        )
         liveness = Liveness(link.hb_interval_s, link.liveness)
         t_report = time.monotonic()
         status = 0
@@ -295,7 +312,7 @@ class ReceiverProcess:
             for seq, frame in self.assembler.flush():
                 self.decode(seq, frame)
         finally:
-            close_all(ctx, [data, ref])
+            close_all(ctx, [data, ref], authenticator=auth)
         summary = self.summary()
         (self.out_dir / "summary.json").write_text(_dumps(summary))
         self.log.info(

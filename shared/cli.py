@@ -26,6 +26,7 @@ COMMANDS = {
         "shared.commands.energy",
         "firing rates, operations and energy per frame",
     ),
+    "keys": ("shared.commands.keys", "CURVE key pairs for a secured link"),
     "transmitter": ("transmitter.__main__", "the transmitter process alone"),
     "channel": ("channel_sim.__main__", "the channel process alone"),
     "receiver": ("receiver.__main__", "the receiver process alone"),

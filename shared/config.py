@@ -164,7 +164,9 @@ class LinkConfig:
     """The three-process link: endpoints, flow control, source and outputs.
 
     ``channel_in``/``channel_out``/``channel_control`` are bound by the channel process,
-    ``reference`` by the receiver; the transmitter only connects.
+    ``reference`` by the receiver; the transmitter only connects. Endpoints are on
+    loopback unless configured otherwise; ``security: curve`` encrypts and authenticates
+    every socket with the keys in ``keys_dir`` (``shared.link.security``).
     """
 
     channel_in: str = "tcp://127.0.0.1:5555"
@@ -189,6 +191,8 @@ class LinkConfig:
     stream: int = _bounded(1, 0, 2**32 - 1)
     summary_every_s: float = _bounded(10.0, 0.0, None, lo_open=True)
     threads: int = _bounded(0, 0, 256)
+    security: Literal["none", "curve"] = "none"
+    keys_dir: str = ""
 
 
 @dataclass(frozen=True)

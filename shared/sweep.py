@@ -26,7 +26,7 @@ from shared.data.frames import Frame
 from shared.errors import ConfigError, LinkError
 from shared.evaluation import evaluate, reconstruct
 from shared.link.control import ControlClient
-from shared.link.launcher import run_link
+from shared.link.launcher import Control, run_link
 from shared.measure.quality import frame_quality, summarise
 from shared.model.checkpoint import load_model
 from shared.model.jscc import StereoJSCC
@@ -171,12 +171,12 @@ def link_config(
     )
 
 
-def schedule_points(spec: SweepSpec) -> Callable[[str], None]:
+def schedule_points(spec: SweepSpec) -> Control:
     """Schedules the channel of every point after the first through the control socket
     (the link's set-up, before the transmitter sends its first frame)."""
 
-    def schedule(endpoint: str) -> None:
-        with ControlClient(endpoint) as client:
+    def schedule(connect: Callable[[], ControlClient]) -> None:
+        with connect() as client:
             for p, (kind, snr_db) in enumerate(spec.points[1:], start=1):
                 client.set_channel(
                     from_seq=p * spec.per_point,
@@ -188,12 +188,10 @@ def schedule_points(spec: SweepSpec) -> Callable[[str], None]:
     return schedule
 
 
-def progress_monitor(
-    spec: SweepSpec, frames_path: Path, progress: Progress
-) -> Callable[[str], None]:
+def progress_monitor(spec: SweepSpec, frames_path: Path, progress: Progress) -> Control:
     """Reports each point once the receiver has recorded all its frames."""
 
-    def monitor(endpoint: str) -> None:
+    def monitor(connect: Callable[[], ControlClient]) -> None:
         total, reported = len(spec.points) * spec.per_point, 0
         while reported < total:
             lines = (

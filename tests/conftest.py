@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import torch
 from PIL import Image
 
 from shared.channel import WirelessChannel, generator_for
-from shared.config import load_config
+from shared.config import dump_config, load_config
 from shared.data.synthesis import synthetic_stereo
 from shared.link.hop import send
 from shared.link.messages import ChannelView, LatentView, SourceInfo
@@ -26,6 +28,24 @@ from shared.wire import WIRE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
+
+
+#: The environment of the processes a test starts: unbuffered output, no warnings.
+PROCESS_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def start_process(module: str, cfg, folder: Path) -> subprocess.Popen:
+    """``python -m module`` with ``cfg`` (written to ``folder``), output piped."""
+    path = folder / f"{module}.yaml"
+    path.write_text(dump_config(cfg))
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--config", str(path)],
+        cwd=REPO,
+        env=PROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import zmq
 from conftest import (
+    PROCESS_ENV,
     REPO,
     OutputLines,
     delivered,
     latent_view,
     raw_frame,
+    start_process,
     synthetic_frame,
     valid_header,
     wait_until,
@@ -27,7 +29,7 @@ from conftest import (
 )
 
 from shared.channel import WirelessChannel
-from shared.config import dump_config, load_config
+from shared.config import load_config
 from shared.errors import ControlError, DataError
 from shared.evaluation import evaluate
 from shared.link.control import ControlClient
@@ -36,14 +38,13 @@ from shared.link.messages import (
     EndOfStream,
     ReferenceView,
 )
+from shared.link.security import create_keys
 from shared.model.checkpoint import load_model
 from shared.wire import WIRE_VERSION, Message, decode_message, encode_message
 from transmitter.source import frames as source_frames
 
 #: Every test here starts processes or trains (left out of ``make test-fast``).
 pytestmark = pytest.mark.heavy
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def link_config(tmp: Path, model: Path, *extra: str):
@@ -74,19 +75,27 @@ def read_frames(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "transport, channel, checkpoint",
+    "transport, channel, checkpoint, security",
     [
-        ("tcp", "rayleigh_block", "tiny_checkpoint"),
-        ("ipc", "awgn", "tiny_checkpoint"),
-        ("tcp", "awgn", "tiny_bpsk_checkpoint"),
-        ("ipc", "bsc", "tiny_bpsk_checkpoint"),
+        ("tcp", "rayleigh_block", "tiny_checkpoint", "none"),
+        ("ipc", "awgn", "tiny_checkpoint", "none"),
+        ("tcp", "awgn", "tiny_bpsk_checkpoint", "none"),
+        ("ipc", "bsc", "tiny_bpsk_checkpoint", "none"),
+        ("tcp", "awgn", "tiny_checkpoint", "curve"),
     ],
 )
 def test_link_equals_in_process_evaluation(
-    tmp_path: Path, request, transport: str, channel: str, checkpoint: str
+    tmp_path: Path,
+    request,
+    transport: str,
+    channel: str,
+    checkpoint: str,
+    security: str,
 ) -> None:
-    """Both latent codes through the three processes give the in-process numbers."""
+    """Both latent codes through the three processes give the in-process numbers, and
+    so do sockets with CURVE encryption."""
     model_path = request.getfixturevalue(checkpoint)
+    create_keys(tmp_path / "keys")
     cfg = link_config(
         tmp_path,
         model_path,
@@ -94,6 +103,8 @@ def test_link_equals_in_process_evaluation(
         f"channel.kind={channel}",
         "channel.seed=11",
         "link.save_grid=true",
+        f"link.security={security}",
+        f"link.keys_dir={tmp_path / 'keys'}",
     )
     result = run_link(cfg, transport=transport, quiet=True)
     assert result.status == 0
@@ -131,8 +142,8 @@ def test_snr_changes_through_the_control_socket(
     )
     replies = {}
 
-    def controller(endpoint: str) -> None:
-        with ControlClient(endpoint) as client:
+    def controller(connect) -> None:
+        with connect() as client:
             replies["scheduled"] = client.set_channel(from_seq=9, snr_db=0.0)
             wait_until(lambda: frames_logged(tmp_path) >= 3, 60, "3 decoded frames")
             replies["now"] = client.set_channel(snr_db=-5.0)
@@ -158,8 +169,8 @@ def test_setup_settings_hold_from_the_first_frame(
     ahead of it (a sweep schedules all its points this way)."""
     cfg = link_config(tmp_path, tiny_checkpoint, "link.frames=6", "channel.snr_db=10.0")
 
-    def setup(endpoint: str) -> None:
-        with ControlClient(endpoint) as client:
+    def setup(connect) -> None:
+        with connect() as client:
             client.set_channel(from_seq=0, snr_db=-5.0)
             client.set_channel(from_seq=3, snr_db=0.0)
 
@@ -174,8 +185,8 @@ def test_failed_setup_stops_the_run_before_the_transmitter(
 ) -> None:
     cfg = link_config(tmp_path, tiny_checkpoint, *endpoint_overrides("tcp", tmp_path))
 
-    def setup(endpoint: str) -> None:
-        with ControlClient(endpoint) as client:
+    def setup(connect) -> None:
+        with connect() as client:
             client.set_channel(snr_db="loud")
 
     run = LinkRun(cfg, quiet=True)
@@ -187,19 +198,6 @@ def test_failed_setup_stops_the_run_before_the_transmitter(
     finally:
         run.close()
     assert all(proc.poll() is not None for proc in run.children.values())
-
-
-def start(module: str, cfg, tmp: Path) -> subprocess.Popen:
-    path = tmp / f"{module}.yaml"
-    path.write_text(dump_config(cfg))
-    return subprocess.Popen(
-        [sys.executable, "-m", module, "--config", str(path)],
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 @pytest.mark.parametrize("transport", ["ipc", "tcp"])
@@ -214,12 +212,12 @@ def test_late_peers_lose_nothing(
         "link.frames=3",
         *endpoint_overrides(transport, tmp_path),
     )
-    procs = [start("transmitter", cfg, tmp_path)]
+    procs = [start_process("transmitter", cfg, tmp_path)]
     transmitter = OutputLines(procs[0])
     try:
         transmitter.wait_for("streaming 3 frames per pass", 60)
         assert procs[0].poll() is None, "the transmitter ended before its peers started"
-        procs += [start(m, cfg, tmp_path) for m in ("channel_sim", "receiver")]
+        procs += [start_process(m, cfg, tmp_path) for m in ("channel_sim", "receiver")]
         procs[0].wait(timeout=120)
         outputs = [transmitter.text()]
         outputs += [p.communicate(timeout=120)[0] for p in procs[1:]]
@@ -283,7 +281,7 @@ def test_channel_process_survives_bad_input(
         *endpoint_overrides("tcp", tmp_path),
     )
     model, _ = load_model(tiny_checkpoint)
-    proc = start("channel_sim", cfg, tmp_path)
+    proc = start_process("channel_sim", cfg, tmp_path)
     ctx = zmq.Context()
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
     for sock in (push, pull):
@@ -372,7 +370,7 @@ def test_receiver_survives_bad_input(tmp_path: Path, tiny_checkpoint: Path) -> N
     for sock in (data, ref):
         sock.setsockopt(zmq.LINGER, 0)
     data.bind(cfg.link.channel_out)
-    proc = start("receiver", cfg, tmp_path)
+    proc = start_process("receiver", cfg, tmp_path)
     ref.connect(cfg.link.reference)
     try:
         for frame in garbage_frames(200000):
@@ -441,7 +439,7 @@ def test_bad_config_stops_before_binding(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "channel_sim", "--set", "channel.kind=rayleigh"],
         cwd=REPO,
-        env=ENV,
+        env=PROCESS_ENV,
         capture_output=True,
         text=True,
         timeout=60,
@@ -473,7 +471,7 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
             "--quiet",
         ],
         cwd=REPO,
-        env=ENV,
+        env=PROCESS_ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

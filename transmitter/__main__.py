@@ -18,6 +18,7 @@ from shared.config import Config
 from shared.data.frames import Frame
 from shared.link.messages import EndOfStream, LatentView, ReferenceView, SourceInfo
 from shared.link.process import run_process
+from shared.link.security import client_of, link_keys
 from shared.link.sockets import close_all, open_sender, send, wait_for_hangup
 from shared.measure.meter import encode_measured
 from shared.model.checkpoint import load_model
@@ -65,9 +66,14 @@ def send_frame(
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
+    keys = link_keys(cfg.link, "transmitter")
     ctx = zmq.Context()
-    data, data_peers = open_sender(ctx, cfg.link.channel_in, False, cfg.link.hwm)
-    ref, ref_peers = open_sender(ctx, cfg.link.reference, False, cfg.link.hwm)
+    data, data_peers = open_sender(
+        ctx, cfg.link.channel_in, False, cfg.link.hwm, client_of(keys, "channel")
+    )
+    ref, ref_peers = open_sender(
+        ctx, cfg.link.reference, False, cfg.link.hwm, client_of(keys, "receiver")
+    )
     seq, t_start = 0, time.monotonic()
     log.info("streaming %d frames per pass to %s", total, cfg.link.channel_in)
     try:

@@ -14,6 +14,7 @@ from shared.link.messages import (
     StatsRequest,
     StopRequest,
 )
+from shared.link.security import CurveKeys
 from shared.wire import Scalar, decode_message
 
 REQUEST_TIMEOUT_MS = 2500
@@ -27,16 +28,21 @@ class ControlClient:
     def __init__(
         self,
         endpoint: str,
+        keys: CurveKeys | None = None,
         timeout_ms: int = REQUEST_TIMEOUT_MS,
         retries: int = REQUEST_RETRIES,
     ) -> None:
-        self.endpoint, self.timeout_ms, self.retries = endpoint, timeout_ms, retries
+        """``keys``: the ``control`` peer's CURVE keys when the link uses CURVE."""
+        self.endpoint, self.keys = endpoint, keys
+        self.timeout_ms, self.retries = timeout_ms, retries
         self.ctx = zmq.Context()
         self.sock = self._connect()
 
     def _connect(self) -> zmq.Socket:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            self.keys.connect_to(sock, "channel")
         sock.connect(self.endpoint)
         return sock
 

@@ -23,8 +23,12 @@ from pathlib import Path
 
 from shared.config import Config, config_from_dict, dump_config
 from shared.errors import SpikeLinkError
+from shared.link.control import ControlClient
+from shared.link.security import link_keys
 
 PROCESSES = (("rx", "receiver"), ("ch", "channel_sim"), ("tx", "transmitter"))
+#: What a run calls to steer the channel; it receives a factory of control clients.
+Control = Callable[[Callable[[], ControlClient]], None]
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
 
@@ -61,11 +65,11 @@ class LinkRun:
         self.log_lock = threading.Lock()
         self.error: str | None = None
 
-    def start(self, setup: Callable[[str], None] | None = None) -> None:
-        """Start the receiver and the channel, then ``setup`` (called with the channel's
-        control endpoint: settings that must hold from the first frame), then the
-        transmitter. A failed ``setup`` is recorded in ``error`` and the transmitter is
-        not started; :meth:`wait` then stops the run."""
+    def start(self, setup: Control | None = None) -> None:
+        """Start the receiver and the channel, then ``setup`` (called with a factory of
+        clients of the channel's control socket: settings that must hold from the first
+        frame), then the transmitter. A failed ``setup`` is recorded in ``error`` and the
+        transmitter is not started; :meth:`wait` then stops the run."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.out_dir / "link_config.yaml"
         config_path.write_text(dump_config(self.cfg))
@@ -97,7 +101,7 @@ class LinkRun:
                 if not self.quiet or loud:
                     print(text, file=sys.stderr, flush=True)
 
-    def wait(self, controller: Callable[[str], None] | None = None) -> int:
+    def wait(self, controller: Control | None = None) -> int:
         """Wait for all three; a failed process stops the others. Returns the status.
 
         Once the transmitter has finished, the others get ``link.idle_timeout_s`` to see
@@ -133,9 +137,15 @@ class LinkRun:
                 return 0
             time.sleep(POLL_S)
 
-    def _control(self, controller: Callable[[str], None], role: str) -> None:
+    def control_client(self) -> ControlClient:
+        """A client of this run's control socket (with the control peer's CURVE keys
+        when the link uses them)."""
+        link = self.cfg.link
+        return ControlClient(link.channel_control, link_keys(link, "control"))
+
+    def _control(self, controller: Control, role: str) -> None:
         try:
-            controller(self.cfg.link.channel_control)
+            controller(self.control_client)
         except SpikeLinkError as exc:
             self.error = f"{role} failed: {exc}"
         except BaseException:
@@ -167,12 +177,12 @@ def run_link(
     cfg: Config,
     transport: str = "tcp",
     quiet: bool = False,
-    controller: Callable[[str], None] | None = None,
-    setup: Callable[[str], None] | None = None,
+    controller: Control | None = None,
+    setup: Control | None = None,
 ) -> LinkResult:
     """Run the link once with ``cfg`` on fresh endpoints; returns status and summary.
 
-    ``setup`` and ``controller`` are called with the channel's control endpoint:
+    ``setup`` and ``controller`` are called with a factory of control clients:
     ``setup`` before the transmitter starts, ``controller`` in a thread while the link
     runs (see :meth:`LinkRun.start` and :meth:`LinkRun.wait`)."""
     with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:

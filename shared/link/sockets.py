@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from shared.errors import WireError
@@ -44,10 +45,20 @@ class DropCounter:
         return sum(self.counts.values())
 
 
+#: Sets a socket's security options before it binds or connects (``shared.link.security``).
+Secure = Callable[[zmq.Socket], None]
+
+
 def open_socket(
-    ctx: zmq.Context, kind: int, endpoint: str, bind: bool, hwm: int
+    ctx: zmq.Context,
+    kind: int,
+    endpoint: str,
+    bind: bool,
+    hwm: int,
+    secure: Secure | None = None,
 ) -> zmq.Socket:
-    """A socket with bounded queues that never lingers on close, bound or connected.
+    """A socket with bounded queues that never lingers on close, bound or connected,
+    with the security options ``secure`` sets.
 
     A connecting PUSH socket queues messages only for a completed connection
     (``ZMQ_IMMEDIATE``): while its peer is not up yet, or gone, sending waits instead of
@@ -55,24 +66,32 @@ def open_socket(
     default, because with it libzmq discards the messages they have not yet read when
     the sender disconnects.
     """
-    sock = _bounded_socket(ctx, kind, hwm)
+    sock = _bounded_socket(ctx, kind, hwm, secure)
     _attach(sock, endpoint, bind)
     return sock
 
 
 def open_sender(
-    ctx: zmq.Context, endpoint: str, bind: bool, hwm: int
+    ctx: zmq.Context,
+    endpoint: str,
+    bind: bool,
+    hwm: int,
+    secure: Secure | None = None,
 ) -> tuple[zmq.Socket, PeerWatch]:
     """A PUSH socket as :func:`open_socket` makes it, with its peers watched from the
     start (see :class:`PeerWatch`)."""
-    sock = _bounded_socket(ctx, zmq.PUSH, hwm)
+    sock = _bounded_socket(ctx, zmq.PUSH, hwm, secure)
     watch = PeerWatch(sock)
     _attach(sock, endpoint, bind)
     return sock, watch
 
 
-def _bounded_socket(ctx: zmq.Context, kind: int, hwm: int) -> zmq.Socket:
+def _bounded_socket(
+    ctx: zmq.Context, kind: int, hwm: int, secure: Secure | None
+) -> zmq.Socket:
     sock = ctx.socket(kind)
+    if secure is not None:
+        secure(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -151,14 +170,17 @@ def close_all(
     ctx: zmq.Context,
     sockets: list[zmq.Socket],
     watches: Sequence[PeerWatch] = (),
+    authenticator: ThreadAuthenticator | None = None,
 ) -> None:
     """Close the monitors of ``watches``, the sockets (dropping whatever is still
-    queued) and the context. A sender waits for its peers to hang up
-    (:func:`wait_for_hangup`) before it calls this."""
+    queued), the CURVE authenticator and the context. A sender waits for its peers to
+    hang up (:func:`wait_for_hangup`) before it calls this."""
     for watch in watches:
         watch.close()
     for sock in sockets:
         sock.close(linger=0)
+    if authenticator is not None:
+        authenticator.stop()
     ctx.term()
 
 

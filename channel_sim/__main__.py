@@ -151,7 +151,7 @@ class ChannelProcess:
                     if outcome is not None:
                         last_out = time.monotonic()
                         if isinstance(outcome, EndOfStream):
-                            self.wait_for_receivers(receivers)
+                            self.wait_for_receivers(receivers, outcome.encode())
                             break
                 if time.monotonic() - last_out > link.hb_interval_s:
                     if push.poll(0, zmq.POLLOUT):
@@ -164,10 +164,11 @@ class ChannelProcess:
         )
         return 0
 
-    def wait_for_receivers(self, receivers: PeerWatch) -> None:
-        """After the end of stream: stay until the receiver, having read it, hangs up."""
+    def wait_for_receivers(self, receivers: PeerWatch, eos: bytes) -> None:
+        """After the end of stream: stay until the receiver, having read it, hangs up
+        (a receiver restarted meanwhile gets the end of stream again)."""
         patience = self.cfg.link.idle_timeout_s
-        if not wait_for_hangup([receivers], patience, self.stop):
+        if not wait_for_hangup([receivers], patience, self.stop, eos):
             self.log.warning("the receiver was still connected after %.1f s", patience)
 
     def handle(self, msg, push: zmq.Socket) -> ChannelView | EndOfStream | None:

@@ -77,7 +77,8 @@ class ReceiverProcess:
         self.cfg, self.log, self.stop = cfg, log, stop
         self.model, self.model_cfg = load_model(cfg.link.model)
         self.out_dir = Path(cfg.link.out_dir)
-        self.frames = FrameLog(self.out_dir)
+        self.frames = FrameLog(self.out_dir, resume=cfg.link.resume_stream)
+        self.decoded = {r["seq"] for r in self.frames.records}
         self.assembler = FrameAssembler()
         self.drops = DropCounter(log)
         self.first_size: tuple[int, int] | None = None
@@ -105,6 +106,7 @@ class ReceiverProcess:
         self.write_images(seq, frame, recon, views)
         record = self.record(seq, frame, recon, views, first, decoder, t0)
         self.frames.add(record)
+        self.decoded.add(seq)
         self.log.info(
             "frame %d %s | %s %.1f dB | PSNR L %s R %s dB | MS-SSIM L %s R %s | %.0f ms",
             seq,
@@ -190,7 +192,7 @@ class ReceiverProcess:
                 return
             arrived = self.accept(item)
         except WireError as exc:
-            self.drops.add("channel_out", exc)
+            self.drops.add("channel_out", exc, msg.seq)
             return
         for seq, frame in self.assembler.add_view(item.seq, item.view, arrived):
             self.decode(seq, frame)
@@ -198,10 +200,12 @@ class ReceiverProcess:
     def accept(self, view: ChannelView) -> ArrivedView:
         """Check that this receiver's model can decode a delivered view.
 
-        Raises ProtocolError for a latent of another code, T or shape than the model's,
-        for channel settings that cannot carry the code, and for a view whose size
-        differs from the other view of its frame.
+        Raises ProtocolError for a frame decoded already (a repeated message), a latent
+        of another code, T or shape than the model's, channel settings that cannot carry
+        the code, and a view whose size differs from the other view of its frame.
         """
+        if view.seq in self.decoded:
+            raise ProtocolError(f"frame {view.seq} was decoded already")
         if view.code != self.model.code:
             raise ProtocolError(
                 f"latent {view.code.name!r} with T={view.code.time_steps}; this "
@@ -360,6 +364,7 @@ class ReceiverProcess:
         return build_summary(
             self.frames.records,
             self.frames_sent,
+            self.drops.reasons,
             {
                 "rho": uses.get("rho"),
                 "channel_uses_per_view": uses.get("n"),

@@ -50,13 +50,36 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return statistics.fmean(kept) if kept else None
 
 
+def lost_frames(
+    records: list[dict[str, Any]], frames_sent: int | None, reasons: dict[int, str]
+) -> dict[str, Any]:
+    """Every frame sent and never decoded, by sequence number, with the reason where it
+    is known (the first message of the frame that was rejected), so that
+    ``frames_sent == frames_received + frames_lost``."""
+    if frames_sent is None:
+        return {"frames_lost": None, "lost_seq": None, "lost_reasons": {}}
+    decoded = {r["seq"] for r in records}
+    lost = [seq for seq in range(frames_sent) if seq not in decoded]
+    return {
+        "frames_lost": len(lost),
+        "lost_seq": lost,
+        "lost_reasons": {
+            str(seq): reasons.get(seq, "never reached the receiver") for seq in lost
+        },
+    }
+
+
 def build_summary(
-    records: list[dict[str, Any]], frames_sent: int | None, extra: dict[str, Any]
+    records: list[dict[str, Any]],
+    frames_sent: int | None,
+    reasons: dict[int, str],
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     """The summary of a run; ``extra`` adds model, config, sizes and counters.
 
     PSNR and MS-SSIM are means over the frames scored on both views (both views
     received, both references usable); the other frames are counted, not scored.
+    ``reasons`` gives why a frame's message was rejected, by sequence number.
     """
     complete = [r for r in records if len(r["views"]) == 2]
     scored = [r for r in complete if None not in (r["psnr_left"], r["psnr_right"])]
@@ -81,7 +104,7 @@ def build_summary(
     return {
         "frames_sent": frames_sent,
         "frames_received": received,
-        "frames_lost": None if frames_sent is None else frames_sent - received,
+        **lost_frames(records, frames_sent, reasons),
         "frames_single_view": received - len(complete),
         "psnr_db": metrics["psnr"],
         "ms_ssim": metrics["ms_ssim"],
@@ -103,13 +126,22 @@ def build_summary(
 
 
 class FrameLog:
-    """Appends one JSON line per decoded frame to ``frames.jsonl``."""
+    """Appends one JSON line per decoded frame to ``frames.jsonl``; a resumed receiver
+    (``resume``) reads the records already there and goes on after them."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, resume: bool = False) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "frames.jsonl"
-        self.path.write_text("")
         self.records: list[dict[str, Any]] = []
+        if resume and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:  # the line a killed receiver left half
+                    break
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        else:
+            self.path.write_text("")
 
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)

@@ -166,7 +166,9 @@ class LinkConfig:
     ``channel_in``/``channel_out``/``channel_control`` are bound by the channel process,
     ``reference`` by the receiver; the transmitter only connects. Endpoints are on
     loopback unless configured otherwise; ``security: curve`` encrypts and authenticates
-    every socket with the keys in ``keys_dir`` (``shared.link.security``).
+    every socket with the keys in ``keys_dir`` (``shared.link.security``). The launcher
+    restarts a crashed process ``max_restarts`` times with ``resume_stream`` set: the
+    transmitter continues after the last frame it sent, the receiver keeps its records.
     """
 
     channel_in: str = "tcp://127.0.0.1:5555"
@@ -193,6 +195,9 @@ class LinkConfig:
     threads: int = _bounded(0, 0, 256)
     security: Literal["none", "curve"] = "none"
     keys_dir: str = ""
+    max_restarts: int = _bounded(3, 0, None)
+    restart_backoff_s: float = _bounded(0.5, 0.0, None)
+    resume_stream: bool = False
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def test_a_frame_whose_view_was_lost_is_decoded_with_the_fill(
     sent = latent_view(model.code, seq=0, view=0, model=model)
     left = delivered(sent, "awgn")
     reference = ReferenceView(1, 0, 0, torch.rand(3, 64, 128))
+    arrived = receiver.accept(read_from_channel(decode_message(left.encode())))
     receiver.on_reference(decode_message(reference.encode()))
     receiver.on_data(decode_message(left.encode()))
     assert receiver.frames.records == []  # the right view may still come
@@ -77,7 +78,6 @@ def test_a_frame_whose_view_was_lost_is_decoded_with_the_fill(
     assert record["views"] == [0] and record["psnr_right"] is None
     assert record["psnr_left"] is not None and record["distinct_right"] > 1
 
-    arrived = receiver.accept(read_from_channel(decode_message(left.encode())))
     received = arrived.decoder_input()
     fill = lost_view(model.code, received)
     expected = model.decode(DecoderInput.cat([received, fill]))["x_hat_left"]

@@ -59,11 +59,12 @@ def test_a_peer_without_an_allowed_key_gets_nothing_through(
     proc = start_process("channel_sim", cfg, tmp_path)
     channel = OutputLines(proc)
     ctx = zmq.Context()
+    for option in (zmq.LINGER, zmq.SNDTIMEO, zmq.RCVTIMEO):  # nothing waits for ever
+        ctx.setsockopt(option, 0 if option == zmq.LINGER else 10_000)
     sockets = []
 
     def pusher(keys: CurveKeys | None) -> zmq.Socket:
         sock = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
             keys.connect_to(sock, "channel")
         sock.connect(cfg.link.channel_in)
@@ -73,7 +74,6 @@ def test_a_peer_without_an_allowed_key_gets_nothing_through(
     try:
         channel.wait_for("listening on", 60)
         receiver = ctx.socket(zmq.PULL)
-        receiver.setsockopt(zmq.LINGER, 0)
         CurveKeys.load(tmp_path / "keys", "receiver").connect_to(receiver, "channel")
         receiver.connect(cfg.link.channel_out)
         sockets.append(receiver)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 
 import zmq
 
@@ -23,6 +24,8 @@ from shared.link.sockets import close_all, open_sender, send, wait_for_hangup
 from shared.measure.meter import encode_measured
 from shared.model.checkpoint import load_model
 from shared.signals import StopFlag
+from transmitter import progress
+from transmitter.progress import start_seq
 from transmitter.source import count_frames, frames
 
 NAME = "transmitter"
@@ -63,6 +66,23 @@ def send_frame(
     return 2
 
 
+def numbered_frames(
+    cfg: Config, stride: int, per_pass: int, first: int
+) -> Iterator[tuple[int, Frame, tuple[int, int]]]:
+    """(sequence number, frame, original size) over all passes (``link.repeat``; 0 is
+    forever), from sequence number ``first`` on."""
+    seq, passes = 0, 0
+    while cfg.link.repeat == 0 or passes < cfg.link.repeat:
+        if per_pass and seq + per_pass <= first:  # a whole pass before the start
+            seq, passes = seq + per_pass, passes + 1
+            continue
+        for frame, size in frames(cfg, stride):
+            if seq >= first:
+                yield seq, frame, size
+            seq += 1
+        passes += 1
+
+
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
@@ -74,26 +94,28 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     ref, ref_peers = open_sender(
         ctx, cfg.link.reference, False, cfg.link.hwm, client_of(keys, "receiver")
     )
-    seq, t_start = 0, time.monotonic()
-    log.info("streaming %d frames per pass to %s", total, cfg.link.channel_in)
+    first = start_seq(cfg)
+    t_start = time.monotonic()
+    log.info(
+        "streaming %d frames per pass to %s, from frame %d",
+        total,
+        cfg.link.channel_in,
+        first,
+    )
+    sent = first
     try:
-        passes = 0
-        while not stop.is_set and (cfg.link.repeat == 0 or passes < cfg.link.repeat):
-            for frame, size in frames(cfg, model.stride):
-                if stop.is_set:
-                    break
-                views = send_frame(cfg, model, seq, frame, size, (data, ref), stop)
-                if views:  # a frame counts as sent once one of its views has left
-                    log.info("sent frame %d (%s)", seq, frame.name)
-                    seq += 1
-                if views < 2:
-                    break
-                if cfg.link.fps > 0:
-                    delay = t_start + seq / cfg.link.fps - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-            passes += 1
-        sent = seq
+        for seq, frame, size in numbered_frames(cfg, model.stride, total, first):
+            if stop.is_set:
+                break
+            progress.record(cfg, seq + 1)
+            sent = seq + 1  # counted once recorded: a crash may lose it, not repeat it
+            if send_frame(cfg, model, seq, frame, size, (data, ref), stop) < 2:
+                break
+            log.info("sent frame %d (%s)", seq, frame.name)
+            if cfg.link.fps > 0:
+                delay = t_start + (seq + 1 - first) / cfg.link.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
         if stop.is_set:  # the end of stream still goes out, with a short patience
             log.info("stopping (%s) after %d frames", stop.reason, sent)
             patience, interrupt = cfg.link.hb_interval_s * cfg.link.liveness, None
@@ -111,7 +133,7 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
             total,
             time.monotonic() - t_start,
         )
-        if not wait_for_hangup([data_peers, ref_peers], patience, interrupt):
+        if not wait_for_hangup([data_peers, ref_peers], patience, interrupt, eos):
             log.warning(
                 "the channel or the receiver was still connected after %.1f s", patience
             )

@@ -4,8 +4,10 @@ The three processes run as ``python -m receiver``, ``python -m channel_sim`` and
 ``python -m transmitter`` on free loopback TCP ports (or ``ipc://`` sockets), with their
 logs relayed here behind a prefix (:mod:`shared.link.launcher`). The run ends when the
 end-of-stream has passed through all three; ``summary.json``, ``frames.jsonl``, the PNGs
-and ``link.log`` are in ``--out``. Ctrl-C stops all three cleanly. Exit status: 0 when
-every process succeeded, 1 otherwise, 2 for a bad configuration, 130 when interrupted.
+and ``link.log`` are in ``--out``. A crashed process is restarted and the stream goes on;
+the summary lists every frame lost, by sequence number. Ctrl-C or SIGTERM stops all three
+cleanly: each finishes its current frame and writes its outputs. Exit status: 0 when
+every process ended cleanly, 1 otherwise, 2 for a bad configuration.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         s = result.summary
         print(
             f"frames sent {s['frames_sent']}, received {s['frames_received']}, lost "
-            f"{s['frames_lost']}, single-view {s['frames_single_view']}; "
+            f"{s['frames_lost']} {s['lost_seq'] or ''}, single-view "
+            f"{s['frames_single_view']}; restarts {s['restarts'] or 'none'}; "
             f"{number(s['fps'], 1)} fps; latency p50 {number(s['latency_ms']['p50'], 0)} ms"
         )
         print(f"outputs: {result.out_dir} (summary.json, frames.jsonl, frames/*.png)")

@@ -3,7 +3,9 @@
 The processes run as ``python -m receiver``, ``python -m channel_sim`` and
 ``python -m transmitter`` on free loopback TCP ports (or ``ipc://`` sockets), with their
 logs relayed behind a prefix and kept in ``link.log``. A run ends when the end of stream
-has passed through all three; a failed process stops the others.
+has passed through all three. A process that crashes is started again to continue the
+stream (``link.max_restarts`` times); one that crashes more often stops the others. The
+receiver's ``summary.json`` gains the restarts and crashes of the run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +58,9 @@ class LinkResult:
 
 
 class LinkRun:
-    """The three child processes of one link run."""
+    """The three child processes of one link run, supervised: a process that crashes is
+    started again (``link.max_restarts`` times each, after a back-off that doubles from
+    ``link.restart_backoff_s``) to continue the stream, while the others run on."""
 
     def __init__(self, cfg: Config, quiet: bool = False) -> None:
         self.cfg, self.quiet = cfg, quiet
@@ -64,33 +69,65 @@ class LinkRun:
         self.threads: list[threading.Thread] = []
         self.log_lock = threading.Lock()
         self.error: str | None = None
+        self.setup: Control | None = None
+        self.restarts: Counter[str] = Counter()
+        self.crashes: list[dict[str, object]] = []
+        self.replaced: list[subprocess.Popen] = []
 
     def start(self, setup: Control | None = None) -> None:
         """Start the receiver and the channel, then ``setup`` (called with a factory of
         clients of the channel's control socket: settings that must hold from the first
-        frame), then the transmitter. A failed ``setup`` is recorded in ``error`` and the
-        transmitter is not started; :meth:`wait` then stops the run."""
+        frame; called again whenever the channel is restarted), then the transmitter. A
+        failed ``setup`` is recorded in ``error`` and the transmitter is not started;
+        :meth:`wait` then stops the run."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.out_dir / "link_config.yaml"
-        config_path.write_text(dump_config(self.cfg))
+        self.config_path = self.out_dir / "link_config.yaml"
+        self.config_path.write_text(dump_config(self.cfg))
         self.log_file = open(self.out_dir / "link.log", "w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for tag, module in PROCESSES:
+        self.setup = setup
+        for tag, _ in PROCESSES:
             if tag == "tx" and setup is not None:
                 self._control(setup, "set-up")
                 if self.error:
                     return
-            proc = subprocess.Popen(
-                [sys.executable, "-m", module, "--config", str(config_path)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            )
-            self.children[tag] = proc
-            thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self._spawn(tag)
+
+    def _spawn(self, tag: str, *extra: str) -> None:
+        module = dict(PROCESSES)[tag]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(self.config_path), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if tag in self.children:
+            self.replaced.append(self.children[tag])
+        self.children[tag] = proc
+        thread = threading.Thread(target=self._relay, args=(tag, proc), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def restart(self, tag: str, code: int) -> bool:
+        """Start a crashed child again to continue the stream (``link.resume_stream``);
+        False when its restarts are used up."""
+        link = self.cfg.link
+        self.crashes.append({"process": dict(PROCESSES)[tag], "exit": code})
+        if self.restarts[tag] >= link.max_restarts:
+            return False
+        delay = link.restart_backoff_s * 2 ** self.restarts[tag]
+        self.restarts[tag] += 1
+        print(
+            f"[link] {tag} exited with {code}; restart {self.restarts[tag]} of "
+            f"{link.max_restarts} in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(delay)
+        self._spawn(tag, "--set", "link.resume_stream=true")
+        if tag == "ch" and self.setup is not None:
+            self._control(self.setup, "set-up after the channel's restart")
+        return not self.error
 
     def _relay(self, tag: str, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
@@ -102,7 +139,8 @@ class LinkRun:
                     print(text, file=sys.stderr, flush=True)
 
     def wait(self, controller: Control | None = None) -> int:
-        """Wait for all three; a failed process stops the others. Returns the status.
+        """Wait for all three, restarting a crashed one; a process that crashes more
+        often than allowed stops the others. Returns the status.
 
         Once the transmitter has finished, the others get ``link.idle_timeout_s`` to see
         the end of stream; after that the run is stopped as failed, not left hanging.
@@ -114,7 +152,8 @@ class LinkRun:
         tx_done_at: float | None = None
         while True:
             codes = {tag: p.poll() for tag, p in self.children.items()}
-            failed = {t: c for t, c in codes.items() if c not in (None, 0)}
+            crashed = {t: c for t, c in codes.items() if c not in (None, 0)}
+            gave_up = {t: c for t, c in crashed.items() if not self.restart(t, c)}
             if codes.get("tx") == 0 and tx_done_at is None:
                 tx_done_at = time.monotonic()
             overdue = (
@@ -126,14 +165,15 @@ class LinkRun:
                     "the end of stream did not pass through within "
                     f"{self.cfg.link.idle_timeout_s:.0f} s of the transmitter's end"
                 )
-            if failed or self.error:
+            if gave_up or self.error:
                 reason = self.error or ", ".join(
-                    f"{t} exited with {c}" for t, c in failed.items()
+                    f"{t} exited with {c} after {self.restarts[t]} restarts"
+                    for t, c in gave_up.items()
                 )
                 print(f"[link] stopping: {reason}", file=sys.stderr, flush=True)
                 self.stop()
                 return 1
-            if all(c == 0 for c in codes.values()):
+            if codes and all(c == 0 for c in codes.values()):
                 return 0
             time.sleep(POLL_S)
 
@@ -152,8 +192,10 @@ class LinkRun:
             self.error = f"{role} failed with an unexpected error (traceback above)"
             raise
 
-    def stop(self) -> None:
-        """SIGINT to every child still running, then SIGKILL after a grace period."""
+    def stop(self) -> int:
+        """SIGINT to every child still running (each finishes its current message,
+        writes its outputs and exits 0), then SIGKILL after a grace period; returns 0
+        when every child ended cleanly, else 1."""
         for proc in self.children.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -164,11 +206,12 @@ class LinkRun:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        return 0 if all(p.returncode == 0 for p in self.children.values()) else 1
 
     def close(self) -> None:
         for thread in self.threads:
             thread.join(timeout=5)
-        for proc in self.children.values():
+        for proc in [*self.replaced, *self.children.values()]:
             proc.stdout.close()
         self.log_file.close()
 
@@ -194,8 +237,7 @@ def run_link(
             status = run.wait(controller)
         except KeyboardInterrupt:
             print("[link] interrupted: stopping the three processes", file=sys.stderr)
-            run.stop()
-            status = 130
+            status = run.stop()
         except BaseException:
             run.stop()
             raise
@@ -204,4 +246,8 @@ def run_link(
             run.close()
     path = run.out_dir / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else None
+    if summary is not None:
+        summary["restarts"] = {dict(PROCESSES)[t]: n for t, n in run.restarts.items()}
+        summary["crashes"] = run.crashes
+        path.write_text(json.dumps(summary, indent=2) + "\n")
     return LinkResult(status, summary, run.out_dir)

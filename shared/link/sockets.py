@@ -23,14 +23,18 @@ RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 2000
 
 
 class DropCounter:
-    """Counts rejected messages by kind and logs the first of each kind."""
+    """Counts rejected messages by kind and logs the first of each kind; ``reasons``
+    keeps the first reason for each frame whose message was rejected."""
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
         self.counts: Counter[str] = Counter()
+        self.reasons: dict[int, str] = {}
 
-    def add(self, where: str, error: WireError) -> None:
+    def add(self, where: str, error: WireError, seq: int | None = None) -> None:
         self.counts[error.kind] += 1
+        if seq is not None:
+            self.reasons.setdefault(seq, f"{where}: {error}")
         if self.counts[error.kind] == 1:
             self.log.warning(
                 "dropped a %s message on %s (%s); further ones of this "
@@ -213,17 +217,33 @@ class PeerWatch:
 
 
 def wait_for_hangup(
-    watches: list[PeerWatch], timeout_s: float, stop: StopFlag | None = None
+    watches: list[PeerWatch],
+    timeout_s: float,
+    stop: StopFlag | None = None,
+    last: bytes | None = None,
 ) -> bool:
     """Wait until every watched socket has no peer left; False after ``timeout_s``
-    seconds or a stop request."""
+    seconds or a stop request.
+
+    ``last`` (the end of stream) is sent again on a socket whenever a peer connects to
+    it during the wait: a peer restarted after the crash of the one that should have
+    read it still gets it.
+    """
     deadline = time.monotonic() + timeout_s
     poller = zmq.Poller()
     for watch in watches:
         poller.register(watch.monitor, zmq.POLLIN)
     while True:
         for watch in watches:
+            before = watch.peers
             watch.update()
+            if last is not None and watch.peers > before:
+                send(
+                    watch.sock,
+                    last,
+                    stop,
+                    timeout_s=max(deadline - time.monotonic(), 0),
+                )
         if all(watch.peers <= 0 for watch in watches):
             return True
         if (stop is not None and stop.is_set) or time.monotonic() > deadline:

@@ -33,6 +33,7 @@ from shared.link.messages import (
     SetRequest,
     StatsRequest,
     channel_meta,
+    check_stream,
     read_from_transmitter,
     read_request,
 )
@@ -173,9 +174,11 @@ class ChannelProcess:
 
     def handle(self, msg, push: zmq.Socket) -> ChannelView | EndOfStream | None:
         """Process one message from the transmitter; returns what was sent on, if
-        anything."""
+        anything. Messages of another stream than ``link.stream`` are dropped."""
         self.counts[f"in_{msg.type}"] += 1
+        self.counts[f"in_stream_{msg.stream}"] += 1
         try:
+            check_stream(msg, self.cfg.link.stream)
             item = read_from_transmitter(msg)
             if isinstance(item, LatentView):
                 item = self.apply(item)

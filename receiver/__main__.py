@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from shared.link.messages import (
     ChannelView,
     EndOfStream,
     ReferenceView,
+    check_stream,
     read_from_channel,
     read_reference,
 )
@@ -82,6 +84,7 @@ class ReceiverProcess:
         self.assembler = FrameAssembler()
         self.drops = DropCounter(log)
         self.first_size: tuple[int, int] | None = None
+        self.streams: Counter[int] = Counter()
         self.frames_sent: int | None = None
 
     # ------------------------------------------------------------------ decoding
@@ -183,7 +186,9 @@ class ReceiverProcess:
     # ------------------------------------------------------------------ loop
 
     def on_data(self, msg) -> None:
+        self.streams[msg.stream] += 1
         try:
+            check_stream(msg, self.cfg.link.stream)
             item = read_from_channel(msg)
             if isinstance(item, EndOfStream):
                 self.frames_sent = item.frames_sent
@@ -236,7 +241,9 @@ class ReceiverProcess:
         return ArrivedView(view, channel)
 
     def on_reference(self, msg) -> None:
+        self.streams[msg.stream] += 1
         try:
+            check_stream(msg, self.cfg.link.stream)
             item = read_reference(msg)
         except WireError as exc:
             self.drops.add("reference", exc)
@@ -371,6 +378,7 @@ class ReceiverProcess:
                 "source_values_per_view": uses.get("k"),
                 "energy_pj_cnn_twin": twin,
                 "dropped_messages": dict(self.drops.counts),
+                "messages_by_stream": {str(k): n for k, n in self.streams.items()},
                 "model": self.cfg.link.model,
                 "model_config": self.model_cfg.to_dict()["model"],
                 "config": self.cfg.to_dict(),

@@ -27,6 +27,10 @@ COMMANDS = {
         "firing rates, operations and energy per frame",
     ),
     "keys": ("shared.commands.keys", "CURVE key pairs for a secured link"),
+    "faults": (
+        "shared.commands.faults",
+        "kill, fuzz and intrude on a running link; faults.json",
+    ),
     "transmitter": ("transmitter.__main__", "the transmitter process alone"),
     "channel": ("channel_sim.__main__", "the channel process alone"),
     "receiver": ("receiver.__main__", "the receiver process alone"),

@@ -120,6 +120,13 @@ def encode_message(msg: Message, bit_packed: Collection[str] = ()) -> bytes:
     return body + zlib.crc32(body).to_bytes(_CRC_BYTES, "little")
 
 
+def frame_of(obj: object) -> bytes:
+    """Any msgpack-able object as a frame with a correct CRC, whatever it holds (for
+    testing the validators of :func:`decode_message` with malformed headers)."""
+    body = msgpack.packb(obj, use_bin_type=True)
+    return body + zlib.crc32(body).to_bytes(_CRC_BYTES, "little")
+
+
 def decode_message(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Parse and validate one frame; raise :class:`WireError` for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):

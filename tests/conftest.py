@@ -97,16 +97,6 @@ def pytest_collection_modifyitems(
             item.add_marker(skip)
 
 
-def raw_frame(obj: object) -> bytes:
-    """A wire frame around any msgpack object, with a correct CRC (for malformed headers)."""
-    import zlib
-
-    import msgpack
-
-    body = msgpack.packb(obj, use_bin_type=True)
-    return body + zlib.crc32(body).to_bytes(4, "little")
-
-
 def valid_header(**changes: object) -> dict:
     header = {
         "v": WIRE_VERSION,

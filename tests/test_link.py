@@ -21,7 +21,6 @@ from conftest import (
     OutputLines,
     delivered,
     latent_view,
-    raw_frame,
     start_process,
     synthetic_frame,
     valid_header,
@@ -30,6 +29,7 @@ from conftest import (
 )
 
 from shared.channel import WirelessChannel
+from shared.cli import main as spikelink
 from shared.config import load_config
 from shared.errors import ControlError, DataError
 from shared.evaluation import evaluate
@@ -41,7 +41,7 @@ from shared.link.messages import (
 )
 from shared.link.security import create_keys
 from shared.model.checkpoint import load_model
-from shared.wire import WIRE_VERSION, Message, decode_message, encode_message
+from shared.wire import WIRE_VERSION, Message, decode_message, encode_message, frame_of
 from transmitter.source import frames as source_frames
 
 #: Every test here starts processes or trains (left out of ``make test-fast``).
@@ -257,7 +257,7 @@ def test_launcher_stops_a_run_whose_end_of_stream_never_arrives(
 def garbage_frames(max_bytes: int) -> list[bytes]:
     """Random bytes, a truncated frame, an oversized one, another version, bad content."""
     valid = encode_message(Message(type="data", seq=1, view=0))
-    other_version = raw_frame(valid_header(v=WIRE_VERSION + 1))
+    other_version = frame_of(valid_header(v=WIRE_VERSION + 1))
     oversized = encode_message(
         Message(type="data", arrays={"counts": np.zeros(max_bytes, np.uint8)})
     )
@@ -531,3 +531,22 @@ def test_a_killed_process_is_restarted_and_every_frame_is_accounted_for(
     assert summary["lost_seq"] == sorted(set(range(12)) - set(seqs))
     assert set(summary["lost_reasons"]) == {str(s) for s in summary["lost_seq"]}
     assert summary["frames_received"] >= 6
+
+
+def test_the_fault_scenario_accounts_for_every_frame_and_message(
+    tmp_path: Path, tiny_checkpoint: Path, capsys
+) -> None:
+    """``spikelink faults`` in short: each process killed and restarted, every input
+    socket fuzzed, key-less peers refused, and every frame and bad message accounted."""
+    options = ["--model", str(tiny_checkpoint), "--frames", "42", "--fuzz", "30"]
+    assert spikelink(["faults", *options, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "faults.json").read_text())
+    assert report["frames_sent"] == 42
+    assert report["frames_received"] + report["frames_lost"] == 42
+    assert len(report["lost_seq"]) == report["frames_lost"]
+    assert report["restarts"] == {"channel_sim": 1, "receiver": 1, "transmitter": 1}
+    assert report["crashes"] == 0
+    assert report["bad_messages_sent"] == report["bad_messages_counted"] == 30
+    assert report["unauthenticated_accepted"] == 0
+    assert set(report["rss_mb"]) == {"channel_sim", "receiver", "transmitter"}
+    assert "bad messages sent / counted" in capsys.readouterr().out

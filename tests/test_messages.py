@@ -3,8 +3,8 @@ every validator and the processes' handlers without crashing them."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from receiver.__main__ import ReceiverProcess
 from shared.config import load_config
 from shared.errors import ProtocolError, WireError
 from shared.latent import CountPAM, SpikeBPSK
+from shared.link.fuzz import KINDS, bad_frames, mutate
 from shared.link.messages import (
     ChannelView,
     ControlReply,
@@ -34,7 +35,7 @@ from shared.link.messages import (
     read_request,
 )
 from shared.signals import StopFlag
-from shared.wire import DTYPES, MESSAGE_TYPES, Message, decode_message, encode_message
+from shared.wire import Message, decode_message, encode_message
 
 FUZZ = settings(
     max_examples=300,
@@ -96,85 +97,12 @@ def test_messages_of_the_wrong_hop_are_protocol_errors() -> None:
 
 # ------------------------------------------------------------------ fuzzing
 
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**40), 2**40),
-    st.floats(allow_nan=False, allow_infinity=False, width=32),
-    st.text(max_size=12),
-)
-
-
-def random_values(dtype: np.dtype, size: int, seed: int, scale: float) -> np.ndarray:
-    """``size`` finite values of ``dtype``: small or any integers, normal floats."""
-    rng = np.random.default_rng(seed)
-    if dtype.kind in "ui":
-        return rng.integers(0, 9 if scale < 1 else 256, size).astype(dtype)
-    if dtype.kind == "c":
-        return (rng.normal(size=size) + 1j * rng.normal(size=size)).astype(dtype)
-    return (rng.normal(size=size) * scale).astype(dtype)
-
-
-@st.composite
-def arrays(draw) -> np.ndarray:
-    """A small array of a wire dtype with arbitrary (finite) values."""
-    dtype = np.dtype(draw(st.sampled_from(sorted(DTYPES))))
-    shape = draw(st.lists(st.integers(0, 6), max_size=4))
-    values = random_values(
-        dtype,
-        int(np.prod(shape)),
-        draw(st.integers(0, 2**32 - 1)),
-        draw(st.sampled_from([1e-3, 1.0, 1e3])),
-    )
-    return values.reshape(shape)
-
-
-@st.composite
-def mutated(draw, base: Message) -> Message:
-    """``base`` with one to three of its header fields, meta values or arrays changed."""
-    msg = base
-    for _ in range(draw(st.integers(1, 3))):
-        meta, arrs = dict(msg.meta), dict(msg.arrays)
-        kind = draw(st.sampled_from(["header", "meta", "drop_meta", "array", "values"]))
-        if kind == "header":
-            field = draw(st.sampled_from(["type", "stream", "seq", "view"]))
-            value = {
-                "type": st.sampled_from(MESSAGE_TYPES),
-                "stream": st.integers(0, 2**32 - 1),
-                "seq": st.integers(0, 2**62),
-                "view": st.sampled_from([-1, 0, 1]),
-            }[field]
-            msg = dataclasses.replace(msg, **{field: draw(value)})
-            continue
-        if kind == "meta":
-            key = draw(
-                st.sampled_from(sorted(meta) or ["x"]) | st.text(min_size=1, max_size=8)
-            )
-            meta[key] = draw(SCALARS)
-        elif kind == "drop_meta" and meta:
-            meta.pop(draw(st.sampled_from(sorted(meta))))
-        elif kind == "array":
-            name = draw(st.sampled_from(sorted(arrs) or ["a"]) | st.just("extra"))
-            if draw(st.booleans()) and name in arrs:
-                arrs.pop(name)
-            else:
-                arrs[name] = draw(arrays())
-        elif kind == "values" and arrs:
-            name = draw(st.sampled_from(sorted(arrs)))
-            arr = arrs[name].copy()
-            if arr.size:
-                index = draw(st.integers(0, arr.size - 1))
-                arr.reshape(-1)[index] = random_values(
-                    arr.dtype, 1, draw(st.integers(0, 2**32 - 1)), 1e3
-                )[0]
-            arrs[name] = arr
-        msg = dataclasses.replace(msg, meta=meta, arrays=arrs)
-    return msg
-
 
 def fuzzed_frame(data, base: bytes) -> bytes:
-    """A valid wire frame (valid CRC) of a mutated copy of ``base``."""
-    return encode_message(data.draw(mutated(decode_message(base))))
+    """A valid wire frame (valid CRC) of a copy of ``base`` mutated by the project's
+    fuzzer (:func:`shared.link.fuzz.mutate`) with a drawn seed."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    return encode_message(mutate(decode_message(base), rng))
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +196,12 @@ def test_fuzzed_control_requests_get_a_reply(channel: ChannelProcess, data) -> N
     )
     reply = channel.control(fuzzed_frame(data, base))
     assert isinstance(reply, ControlReply) and (reply.ok or reply.error)
+
+
+def test_the_fuzzer_makes_only_messages_the_hop_rejects() -> None:
+    base = latent_view(CountPAM(4), 3).encode()
+    frames = list(bad_frames(base, read_from_transmitter, 50, seed=1, max_bytes=2**17))
+    assert Counter(kind for kind, _ in frames) == {kind: 10 for kind in KINDS}
+    for _, frame in frames:
+        with pytest.raises(WireError):
+            read_from_transmitter(decode_message(frame, 2**17))

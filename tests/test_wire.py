@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import raw_frame, valid_header
+from conftest import valid_header
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +14,7 @@ from shared.wire import (
     WireError,
     decode_message,
     encode_message,
+    frame_of,
 )
 
 FUZZ = settings(
@@ -144,7 +145,7 @@ def test_every_message_type_round_trips(kind: str) -> None:
 )
 def test_invalid_fields_raise_typed_errors(header: object, kind: str) -> None:
     with pytest.raises(WireError) as info:
-        decode_message(raw_frame(header))
+        decode_message(frame_of(header))
     assert info.value.kind == kind
 
 

@@ -434,6 +434,14 @@ class Heartbeat:
         )
 
 
+def check_stream(msg: Message, stream: int) -> None:
+    """ProtocolError unless ``msg`` belongs to ``stream`` (``link.stream``)."""
+    if msg.stream != stream:
+        raise ProtocolError(
+            f"a message of stream {msg.stream}; this link carries {stream}"
+        )
+
+
 def read_from_transmitter(msg: Message) -> LatentView | EndOfStream | Heartbeat:
     """A message on the channel's input socket."""
     _reject_other_types(msg, ("data", "eos", "hb"), "channel input")

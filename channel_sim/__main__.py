@@ -38,7 +38,7 @@ from shared.link.messages import (
     read_request,
 )
 from shared.link.process import run_process
-from shared.link.security import link_keys, start_authenticator
+from shared.link.security import link_keys, server_of, start_authenticator
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
@@ -121,7 +121,7 @@ class ChannelProcess:
         keys = link_keys(link, "channel")
         ctx = zmq.Context()
         auth = start_authenticator(ctx, keys)
-        secure = None if keys is None else keys.serve
+        secure = server_of(keys)
         pull = open_socket(
             ctx, zmq.PULL, link.channel_in, bind=True, hwm=link.hwm, secure=secure
         )

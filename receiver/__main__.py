@@ -40,7 +40,12 @@ from shared.link.messages import (
     read_reference,
 )
 from shared.link.process import run_process
-from shared.link.security import client_of, link_keys, start_authenticator
+from shared.link.security import (
+    client_of,
+    link_keys,
+    server_of,
+    start_authenticator,
+)
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
@@ -260,20 +265,10 @@ class ReceiverProcess:
         ctx = zmq.Context()
         auth = start_authenticator(ctx, keys)
         ref = open_socket(
-            ctx,
-            zmq.PULL,
-            link.reference,
-            bind=True,
-            hwm=link.hwm,
-            secure=None if keys is None else keys.serve,
+            ctx, zmq.PULL, link.reference, True, link.hwm, server_of(keys)
         )
         data = open_socket(
-            ctx,
-            zmq.PULL,
-            link.channel_out,
-            bind=False,
-            hwm=link.hwm,
-            secure=client_of(keys, "channel"),
+            ctx, zmq.PULL, link.channel_out, False, link.hwm, client_of(keys, "channel")
         )
         liveness = Liveness(link.hb_interval_s, link.liveness)
         t_report = time.monotonic()

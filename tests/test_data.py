@@ -204,15 +204,7 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
         crop_width=32,
         scale_max=2.0,
     )
-    cfg_stereo = DataConfig(
-        root=str(SAMPLES),
-        stereo=("stereo",),
-        mono=(),
-        val_split="",
-        crop_height=16,
-        crop_width=32,
-        mono_fraction=0.5,
-    )
+    cfg_stereo = samples_config(mono_fraction=0.5)
     pairs, _ = training_sources(cfg_stereo)
     _, mono = training_sources(cfg)
     batches = TrainBatches(pairs, mono, cfg_stereo, batch_size=4, seed=1)
@@ -225,6 +217,19 @@ def test_training_stream_is_reproducible_and_mixed(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="no training images"):
         TrainBatches([], [], cfg, 4, 0)
+
+
+def samples_config(**settings: object) -> DataConfig:
+    """Training on the bundled sample pairs alone, 16x32 crops."""
+    return DataConfig(
+        root=str(SAMPLES),
+        stereo=("stereo",),
+        mono=(),
+        val_split="",
+        crop_height=16,
+        crop_width=32,
+        **settings,
+    )
 
 
 def tree_config(root: Path, **settings: object) -> DataConfig:
@@ -309,23 +314,14 @@ def test_images_smaller_than_the_crop_are_left_out(tmp_path: Path, caplog) -> No
 def test_a_share_of_training_pairs_gets_another_scenes_right_view() -> None:
     """``data.mismatch_fraction`` replaces right views with other samples' right views;
     at 0 the stream is the one of a config without the key (no extra random draws)."""
-    common = dict(
-        root=str(SAMPLES),
-        stereo=("stereo",),
-        mono=(),
-        val_split="",
-        crop_height=16,
-        crop_width=32,
+    pairs, _ = training_sources(samples_config())
+    matched = TrainBatches(pairs, [], samples_config(), 8, seed=3)[0]
+    never, always = (
+        TrainBatches(pairs, [], samples_config(mismatch_fraction=f), 8, seed=3)[0]
+        for f in (0.0, 1.0)
     )
-    pairs, _ = training_sources(DataConfig(**common))
-    matched = TrainBatches(pairs, [], DataConfig(**common), 8, seed=3)[0]
-    again = TrainBatches(
-        pairs, [], DataConfig(**common, mismatch_fraction=0.0), 8, seed=3
-    )[0]
-    assert torch.equal(matched["right"], again["right"])
-    swapped = TrainBatches(
-        pairs, [], DataConfig(**common, mismatch_fraction=1.0), 8, seed=3
-    )[0]
+    assert torch.equal(matched["right"], never["right"])
+    swapped = always
     assert torch.equal(swapped["left"][0], matched["left"][0])
     assert not torch.equal(swapped["right"][0], matched["right"][0])
     assert swapped["right"].shape == matched["right"].shape

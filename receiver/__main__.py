@@ -265,10 +265,20 @@ class ReceiverProcess:
         ctx = zmq.Context()
         auth = start_authenticator(ctx, keys)
         ref = open_socket(
-            ctx, zmq.PULL, link.reference, True, link.hwm, server_of(keys)
+            ctx,
+            zmq.PULL,
+            link.reference,
+            bind=True,
+            hwm=link.hwm,
+            secure=server_of(keys),
         )
         data = open_socket(
-            ctx, zmq.PULL, link.channel_out, False, link.hwm, client_of(keys, "channel")
+            ctx,
+            zmq.PULL,
+            link.channel_out,
+            bind=False,
+            hwm=link.hwm,
+            secure=client_of(keys, "channel"),
         )
         liveness = Liveness(link.hb_interval_s, link.liveness)
         t_report = time.monotonic()

@@ -109,6 +109,11 @@ def link_keys(link: LinkConfig, peer: str) -> CurveKeys | None:
     return CurveKeys.load(link.keys_dir, peer)
 
 
+def server_of(keys: CurveKeys | None) -> Callable[[zmq.Socket], None] | None:
+    """What makes a socket a CURVE server with ``keys`` (None without CURVE)."""
+    return None if keys is None else keys.serve
+
+
 def client_of(
     keys: CurveKeys | None, server: str
 ) -> Callable[[zmq.Socket], None] | None:

@@ -44,6 +44,7 @@ from shared.link.sockets import (
     DropCounter,
     PeerWatch,
     close_all,
+    link_context,
     open_sender,
     open_socket,
     receive,
@@ -119,7 +120,7 @@ class ChannelProcess:
     def serve(self) -> int:
         link = self.cfg.link
         keys = link_keys(link, "channel")
-        ctx = zmq.Context()
+        ctx = link_context(link)
         auth = start_authenticator(ctx, keys)
         secure = server_of(keys)
         pull = open_socket(

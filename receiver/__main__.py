@@ -51,6 +51,7 @@ from shared.link.sockets import (
     DropCounter,
     Liveness,
     close_all,
+    link_context,
     open_socket,
 )
 from shared.link.sockets import (
@@ -262,7 +263,7 @@ class ReceiverProcess:
     def serve(self) -> int:
         link = self.cfg.link
         keys = link_keys(link, "receiver")
-        ctx = zmq.Context()
+        ctx = link_context(link)
         auth = start_authenticator(ctx, keys)
         ref = open_socket(
             ctx,

@@ -166,9 +166,14 @@ class LinkConfig:
     ``channel_in``/``channel_out``/``channel_control`` are bound by the channel process,
     ``reference`` by the receiver; the transmitter only connects. Endpoints are on
     loopback unless configured otherwise; ``security: curve`` encrypts and authenticates
-    every socket with the keys in ``keys_dir`` (``shared.link.security``). The launcher
-    restarts a crashed process ``max_restarts`` times with ``resume_stream`` set: the
-    transmitter continues after the last frame it sent, the receiver keeps its records.
+    every socket with the keys in ``keys_dir`` (``shared.link.security``).
+
+    Every socket exchanges ZMTP heartbeats every ``hb_interval_s`` both ways and drops a
+    connection silent for ``peer_timeout_s`` (then reconnects); the channel also sends
+    the receiver an application heartbeat, and the receiver reports a channel silent
+    for ``liveness`` intervals. The launcher restarts a crashed process
+    ``max_restarts`` times with ``resume_stream`` set: the transmitter continues after
+    the last frame it sent, the receiver keeps its records.
     """
 
     channel_in: str = "tcp://127.0.0.1:5555"
@@ -178,6 +183,7 @@ class LinkConfig:
     hwm: int = _bounded(8, 1, None)
     hb_interval_s: float = _bounded(1.0, 0.0, None, lo_open=True)
     liveness: int = _bounded(3, 1, None)
+    peer_timeout_s: float = _bounded(10.0, 0.0, None, lo_open=True)
     idle_timeout_s: float = _bounded(120.0, 0.0, None, lo_open=True)
     max_message_bytes: int = _bounded(64 * 1024 * 1024, 1024, None)
     source: str = str(SAMPLE_PAIRS)

@@ -479,7 +479,7 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
     )
     wait_until(lambda: frames_logged(out) >= 2, 60, "2 decoded frames")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=90)
     assert proc.returncode == 0
 
     def no_child_left() -> bool:

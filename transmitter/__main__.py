@@ -20,7 +20,13 @@ from shared.data.frames import Frame
 from shared.link.messages import EndOfStream, LatentView, ReferenceView, SourceInfo
 from shared.link.process import run_process
 from shared.link.security import client_of, link_keys
-from shared.link.sockets import close_all, open_sender, send, wait_for_hangup
+from shared.link.sockets import (
+    close_all,
+    link_context,
+    open_sender,
+    send,
+    wait_for_hangup,
+)
 from shared.measure.meter import encode_measured
 from shared.model.checkpoint import load_model
 from shared.signals import StopFlag
@@ -87,7 +93,7 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
     keys = link_keys(cfg.link, "transmitter")
-    ctx = zmq.Context()
+    ctx = link_context(cfg.link)
     data, data_peers = open_sender(
         ctx, cfg.link.channel_in, False, cfg.link.hwm, client_of(keys, "channel")
     )

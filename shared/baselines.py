@@ -7,6 +7,9 @@ instantaneous one, ``|h|^2 SNR``, with the very ``h`` that the link's channel dr
 (AVIF, JPEG 2000, WebP or JPEG through Pillow) codes the view at the highest quality whose
 file fits; when nothing fits, the receiver shows the per-channel mean of the view. This is the
 "codec + capacity-achieving channel code" bound drawn in DeepJSCC papers.
+
+``<codec>+ldpc`` names the real digital link of :mod:`shared.digital_link` (the codec
+over 5G NR LDPC and QAM), which shares the codec rules with this module.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from shared.channel.wireless import BLOCK_FADING, WirelessChannel
 from shared.errors import ConfigError
 
 CODECS = ("avif", "jpeg2000", "webp", "jpeg")
+LDPC_SUFFIX = "+ldpc"
+#: Every baseline a sweep can draw: the codecs at capacity, then over LDPC and QAM.
+BASELINES = CODECS + tuple(codec + LDPC_SUFFIX for codec in CODECS)
 #: libavif's speed (0 slowest .. 10 fastest), its default: on a 128x256 view, speed 0
 #: gave files at most 6 % apart from these and took 40 times as long.
 AVIF_SPEED = 6
@@ -61,7 +67,13 @@ def _to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
-def _from_bytes(data: bytes) -> Tensor:
+def is_digital(baseline: str) -> bool:
+    """Whether ``baseline`` (from :data:`BASELINES`) is a digital link over LDPC."""
+    return baseline.endswith(LDPC_SUFFIX)
+
+
+def decode_file(data: bytes) -> Tensor:
+    """A codec file to its ``[3, H, W]`` float image in [0, 1]."""
     with Image.open(io.BytesIO(data)) as img:
         arr = np.array(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
@@ -95,6 +107,11 @@ def _encode(img: Image.Image, codec: str, quality: int) -> bytes:
 MONOTONICITY_SLACK = 4
 
 
+def mean_colour(image: Tensor) -> Tensor:
+    """What the receiver shows for a lost ``[3, H, W]`` view: its per-channel mean."""
+    return image.mean(dim=(1, 2), keepdim=True).expand_as(image).clone()
+
+
 def code_at_budget(image: Tensor, codec: str, max_bytes: int) -> tuple[Tensor, dict]:
     """Code ``image`` at the highest quality (1..100) whose file fits ``max_bytes``.
 
@@ -102,6 +119,17 @@ def code_at_budget(image: Tensor, codec: str, max_bytes: int) -> tuple[Tensor, d
     ``{"quality": q or None, "bytes": file size}``; when no quality fits, the image is
     the per-channel mean of the input (quality None, 0 bytes).
     """
+    quality, data = file_at_budget(image, codec, max_bytes)
+    if data is None:
+        return mean_colour(image), {"quality": None, "bytes": 0}
+    return decode_file(data), {"quality": quality, "bytes": len(data)}
+
+
+def file_at_budget(
+    image: Tensor, codec: str, max_bytes: int
+) -> tuple[int | None, bytes | None]:
+    """The quality and file of ``image`` (``[3, H, W]`` in [0, 1]) at the highest
+    quality whose file fits ``max_bytes``; (None, None) when none fits."""
     img = _to_pil(image)
     sizes: dict[int, bytes] = {}
 
@@ -121,6 +149,5 @@ def code_at_budget(image: Tensor, codec: str, max_bytes: int) -> tuple[Tensor, d
         if len(coded(quality)) <= max_bytes:
             best = quality
     if best == 0:
-        mean = image.mean(dim=(1, 2), keepdim=True).expand_as(image).clone()
-        return mean, {"quality": None, "bytes": 0}
-    return _from_bytes(coded(best)), {"quality": best, "bytes": len(coded(best))}
+        return None, None
+    return best, coded(best)

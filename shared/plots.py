@@ -20,6 +20,13 @@ def _systems(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["system"] for r in records))
 
 
+def line_style(record: dict) -> str:
+    """Solid for a model, dashed for a codec at capacity, dotted for a digital link."""
+    if record["kind"] != "baseline":
+        return "-"
+    return ":" if "scheme" in record else "--"
+
+
 def plot_quality(
     records: Sequence[dict[str, Any]],
     metric: str,
@@ -68,7 +75,7 @@ def plot_quality(
                 markersize=4,
                 linewidth=1.4,
                 capsize=2,
-                linestyle="--" if rows[0]["kind"] == "baseline" else "-",
+                linestyle=line_style(rows[0]),
             )
         ax.set_title(f"{channel} ({rows[0]['csi'] if rows else ''} CSI)", fontsize=10)
         ax.set_xlabel("channel SNR, Es/N0 (dB)")

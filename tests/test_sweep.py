@@ -21,6 +21,7 @@ from shared.channel.theory import capacity_bits
 from shared.commands.common import parse_snrs
 from shared.commands.sweep import main as sweep_main
 from shared.data.frames import load_frames
+from shared.digital_link import SCHEMES
 from shared.errors import ConfigError
 from shared.model.checkpoint import load_model
 from shared.sweep import SweepSpec, sweep_in_process, sweep_link
@@ -118,7 +119,7 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
             "--channels",
             "awgn,rician_block",
             "--baselines",
-            "jpeg2000",
+            "jpeg2000,jpeg2000+ldpc",
             "--mode",
             "inprocess",
             "--out",
@@ -136,13 +137,19 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
     ):
         assert (tmp_path / name).exists(), name
     records = json.loads((tmp_path / "sweep.json").read_text())["records"]
-    assert len(records) == 8  # (model + baseline) x 2 channels x 2 SNRs
-    assert {r["system"] for r in records} == {"tiny", "jpeg2000"}
+    assert len(records) == 12  # (model + 2 baselines) x 2 channels x 2 SNRs
+    assert {r["system"] for r in records} == {"tiny", "jpeg2000", "jpeg2000+ldpc"}
+    digital = [r for r in records if r["system"] == "jpeg2000+ldpc"]
+    for r in digital:
+        assert set(r["schemes"]) == {s.label for s in SCHEMES}
+        assert r["psnr_db"]["mean"] == max(r["schemes"].values())
+        assert r["scheme"] in r["schemes"] and 0 <= r["views_lost"] <= 2
     csv_lines = (tmp_path / "sweep.csv").read_text().splitlines()
     assert csv_lines[0].startswith("system,kind,channel,csi,snr_db,psnr_left")
-    assert len(csv_lines) == 9
-    assert "| awgn | tiny |" in (tmp_path / "report.md").read_text()
-    for bad in (["--baselines", "png"], ["--passes", "0"]):
+    assert len(csv_lines) == 13
+    report = (tmp_path / "report.md").read_text()
+    assert "| awgn | tiny |" in report and "best scheme at each SNR" in report
+    for bad in (["--baselines", "png"], ["--baselines", "png+ldpc"], ["--passes", "0"]):
         assert (
             sweep_main(["--model", str(tiny_checkpoint), *bad, "--out", str(tmp_path)])
             == 1

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
-from shared.baselines import CODECS
+from shared.baselines import BASELINES, CODECS
 from shared.commands.common import attach_negative_values, fail, parse_snrs
 from shared.errors import ConfigError, SpikeLinkError
 from shared.sweep_report import SweepRequest, run_sweep
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baselines",
         default=",".join(CODECS),
-        help=f"comma-separated codecs from {', '.join(CODECS)}, or 'none'",
+        help=f"comma-separated baselines from {', '.join(BASELINES)}, or 'none': a "
+        "codec at the channel's capacity, or over 5G NR LDPC and QAM (+ldpc)",
     )
     p.add_argument("--frames", type=int, default=0, help="pairs per pass (0 = all)")
     p.add_argument(
@@ -62,16 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def request_from_args(args: argparse.Namespace, argv: list[str]) -> SweepRequest:
-    codecs = (
+    baselines = (
         []
         if args.baselines == "none"
         else [c.strip() for c in args.baselines.split(",")]
     )
-    unknown = [c for c in codecs if c not in CODECS]
+    unknown = [c for c in baselines if c not in BASELINES]
     if unknown:
         raise ConfigError(
-            f"--baselines: unknown codec {unknown[0]!r}; allowed: "
-            f"{', '.join(CODECS)}, none"
+            f"--baselines: unknown baseline {unknown[0]!r}; allowed: "
+            f"{', '.join(BASELINES)}, none"
         )
     return SweepRequest(
         models=args.model,
@@ -80,7 +81,7 @@ def request_from_args(args: argparse.Namespace, argv: list[str]) -> SweepRequest
         snrs=parse_snrs(args.snrs),
         channels=[c.strip() for c in args.channels.split(",") if c.strip()],
         csi=args.csi,
-        codecs=codecs,
+        baselines=baselines,
         frames=args.frames,
         passes=args.passes,
         mode=args.mode,

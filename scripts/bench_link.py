@@ -1,6 +1,6 @@
 """Benchmark the link: frames/s and per-stage latency, against the same model in one process.
 
-Usage: python scripts/bench_link.py [--model models/snn_default.pt] [--frames 14]
+Usage: python scripts/bench_link.py [--model models/snn_v4.pt] [--frames 14]
                                     [--out runs/bench]
 
 Stages, per stereo frame (both views), median over frames:

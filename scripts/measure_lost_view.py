@@ -1,6 +1,6 @@
 """Measure what a lost view costs the view that arrived, for several fills of the lost one.
 
-Usage: python scripts/measure_lost_view.py [--model models/snn_default.pt]
+Usage: python scripts/measure_lost_view.py [--model models/snn_v4.pt]
            [--data shared/configs/splits/shared_val.txt] [--root ../shared/data]
            [--snrs 0,10] [--out runs/lost_view]
 

@@ -17,7 +17,7 @@ Usage::
 
     python scripts/train_side_by_side.py --out runs/gpu --deadline-s 520 \\
         --common "--set data.root=DATA --set train.batch_size=32" \\
-        --run "snn=--init-from models/snn_default.pt --set train.lr=0.0005" \\
+        --run "snn=--init-from models/snn_v4.pt --set train.lr=0.0005" \\
         --run "cnn=--set model.kind=cnn"
 """
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 #: The checkout (or editable install) that holds ``shared/``, ``models/`` and ``samples/``.
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_SNN = ROOT / "models" / "snn_default.pt"
-BUNDLED_TWIN = ROOT / "models" / "cnn_twin.pt"
+BUNDLED_SNN = ROOT / "models" / "snn_v4.pt"
+BUNDLED_TWIN = ROOT / "models" / "cnn_twin_v2.pt"
 SAMPLE_PAIRS = ROOT / "samples" / "stereo"
 #: The validation split of ``../shared/data``; its paths are relative to ``data.root``.
 VALIDATION_SPLIT = ROOT / "shared" / "configs" / "splits" / "shared_val.txt"

@@ -123,7 +123,7 @@ def test_latent_channels_follow_the_bandwidth_ratio() -> None:
 
 
 @pytest.mark.parametrize(
-    ("file", "kind"), [("snn_default.pt", "snn"), ("cnn_twin.pt", "cnn")]
+    ("file", "kind"), [("snn_v4.pt", "snn"), ("cnn_twin_v2.pt", "cnn")]
 )
 def test_bundled_models_are_built_with_the_default_model_section(
     file: str, kind: str

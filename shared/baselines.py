@@ -24,7 +24,7 @@ from torch import Tensor
 
 from shared.channel.rng import generator_for
 from shared.channel.theory import capacity_bits
-from shared.channel.wireless import BLOCK_FADING, WirelessChannel
+from shared.channel.wireless import BLOCK_FADING, PER_SYMBOL_FADING, WirelessChannel
 from shared.errors import ConfigError
 
 CODECS = ("avif", "jpeg2000", "webp", "jpeg")
@@ -37,24 +37,37 @@ AVIF_SPEED = 6
 
 
 def instantaneous_snr_db(
-    channel: str, snr_db: float, seed: int, seq: int, view: int, rician_k: float = 3.0
+    channel: str,
+    snr_db: float,
+    seed: int,
+    seq: int,
+    view: int,
+    channel_uses: int,
+    rician_k: float = 3.0,
 ) -> float:
-    """The SNR view ``view`` of frame ``seq`` sees on the link: the nominal one, or
-    ``|h|^2 SNR`` under block fading, with the link's own ``h`` for that view.
+    """The SNR of the channel view ``view`` of frame ``seq`` sees on the link, with the
+    link's own fading for that view: the nominal one for AWGN, ``|h|^2 SNR`` under block
+    fading, and under per-symbol fading (``rayleigh_fast``, ``ofdm_tdl``) the SNR whose
+    AWGN capacity equals the view's, ``2^(mean_i log2(1 + |h_i|^2 SNR)) - 1`` over its
+    ``channel_uses`` symbols.
 
     Raises ConfigError for a channel that has no capacity baseline (bit channels).
     """
-    if channel in ("awgn", "rayleigh_fast"):
+    if channel == "awgn":
         return snr_db
-    if channel not in BLOCK_FADING:
+    if channel not in BLOCK_FADING + PER_SYMBOL_FADING:
         raise ConfigError(
             f"channel {channel!r} has no capacity baseline; allowed: awgn, "
-            f"rayleigh_fast, {', '.join(BLOCK_FADING)}"
+            f"{', '.join(BLOCK_FADING + PER_SYMBOL_FADING)}"
         )
     fading = WirelessChannel(channel, rician_k=rician_k)
-    h = fading.draw_fading(1, 1, generator_for(seed, seq, view))
-    gain = float(h.abs().square()[0, 0])
-    return snr_db + 10.0 * math.log10(max(gain, 1e-12))
+    uses = channel_uses if channel in PER_SYMBOL_FADING else 1
+    gain = fading.draw_fading(1, uses, generator_for(seed, seq, view)).abs().square()
+    if channel in BLOCK_FADING:
+        return snr_db + 10.0 * math.log10(max(float(gain[0, 0]), 1e-12))
+    snr = 10.0 ** (snr_db / 10.0)
+    bits_per_use = float(torch.log2(1.0 + gain.double() * snr).mean())
+    return 10.0 * math.log10(max(2.0**bits_per_use - 1.0, 1e-12))
 
 
 def budget_bytes(channel_uses: int, snr_db: float) -> int:

@@ -86,10 +86,24 @@ class ChannelConfig:
     """The wireless channel (conventions in ``docs/CONVENTIONS.md``)."""
 
     kind: Literal[
-        "awgn", "rayleigh_block", "rayleigh_fast", "rician_block", "bsc", "erasure"
+        "awgn",
+        "rayleigh_block",
+        "rayleigh_fast",
+        "rician_block",
+        "ofdm_tdl",
+        "bsc",
+        "erasure",
     ] = "awgn"
     snr_db: float = _bounded(10.0, -40.0, 80.0)
     rician_k: float = _bounded(3.0, 0.0, None)
+    #: ``ofdm_tdl``: the 3GPP TDL model, its delay spread and the terminal's speed, and
+    #: the resource grid (``shared/channel/ofdm.py``).
+    tdl_model: Literal["A", "B", "C", "D", "E"] = "A"
+    delay_spread_ns: float = _bounded(100.0, 0.0, None, lo_open=True)
+    speed_mps: float = _bounded(0.0, 0.0, None)
+    subcarriers: int = _bounded(72, 1, None)
+    subcarrier_spacing_khz: float = _bounded(30.0, 0.0, None, lo_open=True)
+    carrier_ghz: float = _bounded(3.5, 0.0, None, lo_open=True)
     csi: Literal["perfect", "none"] = "perfect"
     equalizer: Literal["zf", "mmse"] = "mmse"
     flip_prob: float = _bounded(0.01, 0.0, 0.5)

@@ -308,7 +308,7 @@ def sweep_baseline(
             recon = {}
             for view, side in ((0, "left"), (1, "right")):
                 snr_view = instantaneous_snr_db(
-                    kind, snr_db, spec.seed, frame.index, view
+                    kind, snr_db, spec.seed, frame.index, view, channel_uses
                 )
                 image, _ = code_at_budget(
                     getattr(frame, side), codec, budget_bytes(channel_uses, snr_view)
@@ -440,7 +440,9 @@ def example_reconstructions(
                     codec,
                     budget_bytes(
                         channel_uses,
-                        instantaneous_snr_db(channel, snr, seed, frame.index, 0),
+                        instantaneous_snr_db(
+                            channel, snr, seed, frame.index, 0, channel_uses
+                        ),
                     ),
                 )[0],
             )

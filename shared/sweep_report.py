@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from shared.baselines import is_digital
+from shared.channel.ofdm import OfdmTdl
 from shared.data.frames import load_frames
 from shared.errors import ConfigError
 from shared.model.checkpoint import load_model
@@ -163,6 +164,14 @@ def write_report(
         "nothing fits; `<codec>+ldpc` sends the codec file over 5G NR LDPC and QAM "
         "(Sionna) through the same channel realisations, with the best scheme of the "
         "table at each SNR and a view lost to a codeword error shown as its mean colour.",
+        *(
+            [
+                f"- ofdm_tdl: {OfdmTdl().describe()}; its capacity baseline sums log2(1 + "
+                "|h_i|^2 SNR) over the view's resource elements."
+            ]
+            if "ofdm_tdl" in request.channels
+            else []
+        ),
         "- training SNR ranges: "
         + ", ".join(
             f"{k}: {lo:g} to {hi:g} dB" for k, (lo, hi) in train_ranges.items()

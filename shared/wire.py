@@ -33,7 +33,8 @@ import numpy as np
 
 from shared.errors import WireError
 
-WIRE_VERSION = 1
+#: 2: a channel view's settings carry the OFDM TDL fields of ``ofdm_tdl``.
+WIRE_VERSION = 2
 MESSAGE_TYPES = ("data", "eos", "hb", "ctrl")
 VIEWS = (-1, 0, 1)
 DTYPES = frozenset({"|u1", "<u2", "<i4", "<f2", "<f4", "<f8", "<c8"})

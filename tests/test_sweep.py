@@ -36,15 +36,16 @@ def test_bits_per_view_follow_capacity() -> None:
 
 
 def test_block_fading_uses_the_instantaneous_snr() -> None:
-    assert instantaneous_snr_db("awgn", 5.0, 0, 1, 0) == 5.0
+    assert instantaneous_snr_db("awgn", 5.0, 0, 1, 0, 64) == 5.0
     faded = [
-        instantaneous_snr_db("rayleigh_block", 5.0, 0, seq, 0) for seq in range(2000)
+        instantaneous_snr_db("rayleigh_block", 5.0, 0, seq, 0, 64)
+        for seq in range(2000)
     ]
-    assert faded[0] == instantaneous_snr_db("rayleigh_block", 5.0, 0, 0, 0)
+    assert faded[0] == instantaneous_snr_db("rayleigh_block", 5.0, 0, 0, 0, 64)
     gains = torch.tensor([10 ** ((f - 5.0) / 10) for f in faded])
     assert gains.mean().item() == pytest.approx(1.0, abs=0.08)  # E|h|^2 = 1
     with pytest.raises(ConfigError, match="bsc"):
-        instantaneous_snr_db("bsc", 5.0, 0, 0, 0)
+        instantaneous_snr_db("bsc", 5.0, 0, 0, 0, 64)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -93,7 +94,11 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
         limit=2,
     )
     spec = SweepSpec(
-        (("awgn", 0.0), ("rayleigh_block", 5.0)), "perfect", 3, len(frames), passes=2
+        (("awgn", 0.0), ("rayleigh_block", 5.0), ("ofdm_tdl", 5.0)),
+        "perfect",
+        3,
+        len(frames),
+        passes=2,
     )
     direct = sweep_in_process(model, "tiny", frames, spec)
     linked = sweep_link(
@@ -117,7 +122,7 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
             "--frames",
             "1",
             "--channels",
-            "awgn,rician_block",
+            "awgn,rician_block,ofdm_tdl",
             "--baselines",
             "jpeg2000,jpeg2000+ldpc",
             "--mode",
@@ -137,7 +142,7 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
     ):
         assert (tmp_path / name).exists(), name
     records = json.loads((tmp_path / "sweep.json").read_text())["records"]
-    assert len(records) == 12  # (model + 2 baselines) x 2 channels x 2 SNRs
+    assert len(records) == 18  # (model + 2 baselines) x 3 channels x 2 SNRs
     assert {r["system"] for r in records} == {"tiny", "jpeg2000", "jpeg2000+ldpc"}
     digital = [r for r in records if r["system"] == "jpeg2000+ldpc"]
     for r in digital:
@@ -146,9 +151,10 @@ def test_sweep_writes_every_output(tmp_path: Path, tiny_checkpoint: Path) -> Non
         assert r["scheme"] in r["schemes"] and 0 <= r["views_lost"] <= 2
     csv_lines = (tmp_path / "sweep.csv").read_text().splitlines()
     assert csv_lines[0].startswith("system,kind,channel,csi,snr_db,psnr_left")
-    assert len(csv_lines) == 13
+    assert len(csv_lines) == 19
     report = (tmp_path / "report.md").read_text()
     assert "| awgn | tiny |" in report and "best scheme at each SNR" in report
+    assert "| ofdm_tdl | jpeg2000+ldpc |" in report and "TDL-A, delay spread" in report
     for bad in (["--baselines", "png"], ["--baselines", "png+ldpc"], ["--passes", "0"]):
         assert (
             sweep_main(["--model", str(tiny_checkpoint), *bad, "--out", str(tmp_path)])
@@ -167,7 +173,7 @@ def test_block_fading_baselines_see_the_links_own_fading() -> None:
                 channel.transmit(x), torch.tensor([5.0]), generator_for(3, seq, view)
             )
             gain_db = 10 * math.log10(float(use.h.abs().square()[0, 0]))
-            assert instantaneous_snr_db(kind, 5.0, 3, seq, view) == pytest.approx(
+            assert instantaneous_snr_db(kind, 5.0, 3, seq, view, 64) == pytest.approx(
                 5.0 + gain_db, abs=1e-6
             )
 

@@ -24,6 +24,7 @@ from shared.channel.fading import (
     sample_rician_block,
 )
 from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
+from shared.channel.ofdm import OfdmTdl
 from shared.channel.power import complex_to_real, normalize_power, real_to_complex
 from shared.config import ChannelConfig
 from shared.errors import ConfigError
@@ -31,6 +32,8 @@ from shared.latent import LATENT_CODES, LatentCode, Signalling
 
 BIT_CHANNELS = ("bsc", "erasure")
 BLOCK_FADING = ("rayleigh_block", "rician_block")
+#: Channels with a coefficient per symbol (per resource element for OFDM).
+PER_SYMBOL_FADING = ("rayleigh_fast", "ofdm_tdl")
 #: Amplitude per real dimension of unit-energy QPSK (two antipodal bits per symbol).
 BIT_AMPLITUDE = 1.0 / math.sqrt(2.0)
 
@@ -55,12 +58,14 @@ class WirelessChannel(nn.Module):
 
     Parameters
     ----------
-    kind : 'awgn' | 'rayleigh_block' | 'rayleigh_fast' | 'rician_block' | 'bsc' | 'erasure'
+    kind : 'awgn' | 'rayleigh_block' | 'rayleigh_fast' | 'rician_block' | 'ofdm_tdl' | 'bsc'
+        | 'erasure'
     signalling : 'analog' (real amplitudes, e.g. count-PAM) or 'bits' (binary spikes)
     csi : 'perfect' (receiver knows h and the noise variance) or 'none'
     equalizer : 'zf' | 'mmse', used for analog signalling with perfect CSI
     rician_k : float, K factor (linear) of ``rician_block``
     flip_prob, erasure_prob : float, parameters of ``bsc`` and ``erasure``
+    ofdm : OfdmTdl, resource grid and TDL model of ``ofdm_tdl``
 
     Raises ConfigError naming ``channel.kind`` for a bit-level channel with analog
     signalling.
@@ -75,6 +80,7 @@ class WirelessChannel(nn.Module):
         rician_k: float = 3.0,
         flip_prob: float = 0.01,
         erasure_prob: float = 0.01,
+        ofdm: OfdmTdl = OfdmTdl(),
     ) -> None:
         super().__init__()
         if kind in BIT_CHANNELS and signalling != "bits":
@@ -91,6 +97,7 @@ class WirelessChannel(nn.Module):
         self.rician_k = rician_k
         self.flip_prob = flip_prob
         self.erasure_prob = erasure_prob
+        self.ofdm = ofdm
 
     @classmethod
     def for_code(cls, cfg: ChannelConfig, code: LatentCode) -> "WirelessChannel":
@@ -103,6 +110,14 @@ class WirelessChannel(nn.Module):
             rician_k=cfg.rician_k,
             flip_prob=cfg.flip_prob,
             erasure_prob=cfg.erasure_prob,
+            ofdm=OfdmTdl(
+                cfg.tdl_model,
+                cfg.delay_spread_ns,
+                cfg.speed_mps,
+                cfg.subcarriers,
+                cfg.subcarrier_spacing_khz,
+                cfg.carrier_ghz,
+            ),
         )
 
     def extra_repr(self) -> str:
@@ -179,7 +194,8 @@ class WirelessChannel(nn.Module):
         device: torch.device | str | None = None,
     ) -> Tensor | None:
         """The fading coefficients of ``batch`` blocks of ``n`` symbols (None for AWGN):
-        ``[N, 1]`` for block fading, ``[N, n]`` for fast fading. They are the first draws
+        ``[N, 1]`` for block fading, ``[N, n]`` for fast fading and OFDM (one per resource
+        element). They are the first draws
         from ``generator``, so a separation baseline that draws them from a view's link
         generator gets that view's realisation."""
         if self.kind == "awgn":
@@ -190,4 +206,6 @@ class WirelessChannel(nn.Module):
             return sample_rayleigh_fast(batch, n, generator, dtype, device)
         if self.kind == "rician_block":
             return sample_rician_block(batch, self.rician_k, generator, dtype, device)
+        if self.kind == "ofdm_tdl":
+            return self.ofdm.draw(batch, n, generator, dtype, device)
         raise ValueError(f"no fading for channel kind {self.kind!r}")

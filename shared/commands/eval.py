@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel",
         default=None,
         help="awgn, rayleigh_block, rayleigh_fast, "
-        "rician_block, bsc, erasure (default: the model's)",
+        "rician_block, ofdm_tdl, bsc, erasure (default: the model's)",
     )
     p.add_argument("--csi", default=None, choices=["perfect", "none"])
     p.add_argument(

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, help="channel SNR in dB")
     p.add_argument(
         "--channel",
-        help="awgn, rayleigh_block, rayleigh_fast, rician_block, bsc, erasure",
+        help="awgn, rayleigh_block, rayleigh_fast, rician_block, ofdm_tdl, bsc, erasure",
     )
     p.add_argument("--csi", choices=["perfect", "none"])
     p.add_argument("--seed", type=int, help="channel seed")

@@ -52,6 +52,12 @@ CHANNEL_FIELDS = {
     "rician_k": "rician_k",
     "flip_prob": "flip_prob",
     "erasure_prob": "erasure_prob",
+    "tdl_model": "tdl_model",
+    "delay_spread_ns": "delay_spread_ns",
+    "speed_mps": "speed_mps",
+    "subcarriers": "subcarriers",
+    "subcarrier_spacing_khz": "subcarrier_spacing_khz",
+    "carrier_ghz": "carrier_ghz",
     "seed": "seed",
 }
 

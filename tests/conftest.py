@@ -34,6 +34,19 @@ SAMPLES = REPO / "samples"
 PROCESS_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
 
 
+#: Trainer arguments of a tiny run on the bundled sample pairs, without validation.
+TINY_ON_SAMPLES = [
+    "--config",
+    "tiny",
+    "--set",
+    f"data.root={SAMPLES}",
+    "--set",
+    "data.stereo=[stereo]",
+    "--set",
+    "data.val_split=",
+]
+
+
 def start_process(module: str, cfg, folder: Path) -> subprocess.Popen:
     """``python -m module`` with ``cfg`` (written to ``folder``), output piped."""
     path = folder / f"{module}.yaml"

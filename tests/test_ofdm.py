@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SAMPLES
+from conftest import TINY_ON_SAMPLES
 
 from shared.baselines import instantaneous_snr_db
 from shared.channel.ofdm import OfdmTdl
@@ -91,14 +91,7 @@ def test_the_trainer_trains_through_ofdm_tdl(tmp_path: Path) -> None:
     out = tmp_path / "run"
     code = train_main(
         [
-            "--config",
-            "tiny",
-            "--set",
-            f"data.root={SAMPLES}",
-            "--set",
-            "data.stereo=[stereo]",
-            "--set",
-            "data.val_split=",
+            *TINY_ON_SAMPLES,
             "--set",
             "channel.kind=ofdm_tdl",
             "--set",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import REPO, SAMPLES, wait_until
+from conftest import REPO, SAMPLES, TINY_ON_SAMPLES, wait_until
 from torch.nn.parallel import DistributedDataParallel
 
 from shared.config import load_config, override_arguments
@@ -42,17 +42,6 @@ from trainer.train import (
 
 #: Every test here starts processes or trains (left out of ``make test-fast``).
 pytestmark = pytest.mark.heavy
-
-TINY_ON_SAMPLES = [
-    "--config",
-    "tiny",
-    "--set",
-    f"data.root={SAMPLES}",
-    "--set",
-    "data.stereo=[stereo]",
-    "--set",
-    "data.val_split=",
-]
 
 
 def run(tmp: Path, *extra: str) -> int:

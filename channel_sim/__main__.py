@@ -9,10 +9,12 @@ channel now or ``from_seq`` on; ``stats`` returns the counters; ``stop`` ends th
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 import zmq
@@ -37,13 +39,14 @@ from shared.link.messages import (
     read_from_transmitter,
     read_request,
 )
-from shared.link.process import run_process
+from shared.link.process import CHANNEL_STATS_FILE, run_process
 from shared.link.security import link_keys, server_of, start_authenticator
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
     PeerWatch,
     close_all,
+    count_stream,
     link_context,
     open_sender,
     open_socket,
@@ -65,6 +68,7 @@ class ChannelProcess:
         self.settings = ChannelSettings(cfg.channel)
         self.drops = DropCounter(log)
         self.counts: Counter[str] = Counter()
+        self.streams: Counter[str] = Counter()
 
     def apply(self, sent: LatentView) -> ChannelView:
         """The channel's output for one view from the transmitter."""
@@ -112,6 +116,7 @@ class ChannelProcess:
     def stats(self) -> dict[str, object]:
         return {
             **{f"count_{k}": v for k, v in self.counts.items()},
+            **{f"count_in_stream_{k}": v for k, v in self.streams.items()},
             **{f"dropped_{k}": v for k, v in self.drops.counts.items()},
             "dropped": self.drops.total,
             **channel_meta(self.settings.base),
@@ -161,9 +166,11 @@ class ChannelProcess:
                     last_out = time.monotonic()
         finally:
             close_all(ctx, [pull, push, rep], [receivers], auth)
-        self.log.info(
-            "done (%s): %s", self.stop.reason or "end of stream", self.stats()
-        )
+        stats = self.stats()
+        self.log.info("done (%s): %s", self.stop.reason or "end of stream", stats)
+        out = Path(link.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CHANNEL_STATS_FILE).write_text(json.dumps(stats, indent=1) + "\n")
         return 0
 
     def wait_for_receivers(self, receivers: PeerWatch, eos: bytes) -> None:
@@ -177,7 +184,7 @@ class ChannelProcess:
         """Process one message from the transmitter; returns what was sent on, if
         anything. Messages of another stream than ``link.stream`` are dropped."""
         self.counts[f"in_{msg.type}"] += 1
-        self.counts[f"in_stream_{msg.stream}"] += 1
+        count_stream(self.streams, msg.stream)
         try:
             check_stream(msg, self.cfg.link.stream)
             item = read_from_transmitter(msg)

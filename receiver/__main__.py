@@ -51,6 +51,7 @@ from shared.link.sockets import (
     DropCounter,
     Liveness,
     close_all,
+    count_stream,
     link_context,
     open_socket,
 )
@@ -90,7 +91,7 @@ class ReceiverProcess:
         self.assembler = FrameAssembler()
         self.drops = DropCounter(log)
         self.first_size: tuple[int, int] | None = None
-        self.streams: Counter[int] = Counter()
+        self.streams: Counter[str] = Counter()
         self.frames_sent: int | None = None
 
     # ------------------------------------------------------------------ decoding
@@ -192,7 +193,7 @@ class ReceiverProcess:
     # ------------------------------------------------------------------ loop
 
     def on_data(self, msg) -> None:
-        self.streams[msg.stream] += 1
+        count_stream(self.streams, msg.stream)
         try:
             check_stream(msg, self.cfg.link.stream)
             item = read_from_channel(msg)
@@ -247,7 +248,7 @@ class ReceiverProcess:
         return ArrivedView(view, channel)
 
     def on_reference(self, msg) -> None:
-        self.streams[msg.stream] += 1
+        count_stream(self.streams, msg.stream)
         try:
             check_stream(msg, self.cfg.link.stream)
             item = read_reference(msg)
@@ -384,7 +385,7 @@ class ReceiverProcess:
                 "source_values_per_view": uses.get("k"),
                 "energy_pj_cnn_twin": twin,
                 "dropped_messages": dict(self.drops.counts),
-                "messages_by_stream": {str(k): n for k, n in self.streams.items()},
+                "messages_by_stream": dict(self.streams),
                 "model": self.cfg.link.model,
                 "model_config": self.model_cfg.to_dict()["model"],
                 "config": self.cfg.to_dict(),

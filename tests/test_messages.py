@@ -3,6 +3,7 @@ every validator and the processes' handlers without crashing them."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 
@@ -34,6 +35,7 @@ from shared.link.messages import (
     read_reference,
     read_request,
 )
+from shared.link.sockets import STREAMS_COUNTED
 from shared.signals import StopFlag
 from shared.wire import Message, decode_message, encode_message
 
@@ -205,3 +207,22 @@ def test_the_fuzzer_makes_only_messages_the_hop_rejects() -> None:
     for _, frame in frames:
         with pytest.raises(WireError):
             read_from_transmitter(decode_message(frame, 2**17))
+
+
+def test_made_up_stream_ids_cannot_grow_the_counters(
+    receiver: ReceiverProcess, channel: ChannelProcess
+) -> None:
+    """Messages of 300 made-up streams: each process counts at most STREAMS_COUNTED
+    streams by name and the rest as "other", drops them all, and the channel's stats
+    still fit in a control reply."""
+    view = decode_message(latent_view(CountPAM(4), 0).encode())
+    reference = decode_message(ReferenceView(1, 0, 0, torch.rand(3, 64, 128)).encode())
+    dropped = channel.drops.total
+    for stream in range(10_000, 10_300):
+        channel.handle(dataclasses.replace(view, stream=stream), push=None)
+        receiver.on_reference(dataclasses.replace(reference, stream=stream))
+    assert channel.drops.total == dropped + 300
+    for streams in (channel.streams, receiver.streams):
+        assert len(streams) <= STREAMS_COUNTED + 1 and streams["other"] >= 300 - 16
+    reply = ControlReply(True, channel.stats()).encode()
+    assert ControlReply.read(decode_message(reply)).ok

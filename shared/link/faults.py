@@ -45,6 +45,7 @@ from shared.link.messages import (
     read_reference,
     read_request,
 )
+from shared.link.process import CHANNEL_STATS_FILE
 from shared.link.security import CurveKeys, create_keys
 from shared.measure.meter import encode_measured
 from shared.model.checkpoint import load_model
@@ -74,8 +75,7 @@ class Tally:
     rss_start: dict[str, float] = field(default_factory=dict)
     rss_end: dict[str, float] = field(default_factory=dict)
     bad_sent: dict[str, int] = field(default_factory=dict)
-    channel_dropped: int = 0
-    channel_streams: dict[str, int] = field(default_factory=dict)
+    channel_dropped_before: int = 0
     control_refused: int = 0
     intruder_replies: int = 0
 
@@ -140,13 +140,6 @@ class Scenario:
         total = self.cfg.link.repeat * len(source_pairs(SAMPLE_PAIRS))
         self.wait_for(lambda: self.logged() >= total - 10, "the end of the soak")
         self.tally.rss_end = self.memory()
-        with connect() as client:
-            stats = client.stats()
-        self.tally.channel_streams = {
-            key.removeprefix("count_in_stream_"): int(value)
-            for key, value in stats.items()
-            if key.startswith("count_in_stream_")
-        }
 
     def memory(self) -> dict[str, float]:
         return {
@@ -193,8 +186,7 @@ class Scenario:
                 self.fuzz_control(ctx, share[2])
             finally:
                 ctx.term()
-            time.sleep(2 * self.cfg.link.hb_interval_s)
-            self.tally.channel_dropped = int(client.stats()["dropped"]) - dropped_before
+        self.tally.channel_dropped_before = dropped_before
 
     def fuzz_control(self, ctx: zmq.Context, count: int) -> None:
         sock = self.socket(
@@ -313,9 +305,16 @@ def run_faults(model: str, frames: int, fuzz: int, out: Path, seed: int = 0) -> 
     if not path.exists():
         raise LinkError(f"the fault scenario's receiver wrote no summary ({path})")
     summary = json.loads(path.read_text())
+    channel_path = run.out_dir / CHANNEL_STATS_FILE
+    if not channel_path.exists():
+        raise LinkError(
+            f"the fault scenario's channel wrote no counters ({channel_path})"
+        )
+    channel = json.loads(channel_path.read_text())
     tally = scenario.tally
+    channel_dropped = int(channel["dropped"]) - tally.channel_dropped_before
     intruders_in = (
-        tally.channel_streams.get(str(INTRUDER_STREAM), 0)
+        int(channel.get(f"count_in_stream_{INTRUDER_STREAM}", 0))
         + summary["messages_by_stream"].get(str(INTRUDER_STREAM), 0)
         + tally.intruder_replies
     )
@@ -334,9 +333,9 @@ def run_faults(model: str, frames: int, fuzz: int, out: Path, seed: int = 0) -> 
         "restarts": {dict(PROCESSES)[t]: n for t, n in run.restarts.items()},
         "bad_messages_sent": sum(tally.bad_sent.values()),
         "bad_messages_sent_by_socket": tally.bad_sent,
-        "bad_messages_counted": tally.channel_dropped + receiver_dropped,
+        "bad_messages_counted": channel_dropped + receiver_dropped,
         "bad_messages_counted_by_process": {
-            "channel": tally.channel_dropped,
+            "channel": channel_dropped,
             "receiver": receiver_dropped,
         },
         "control_refusals_replied": tally.control_refused,

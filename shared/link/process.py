@@ -14,6 +14,9 @@ from shared.config import Config, add_config_arguments, dump_config, load_config
 from shared.errors import ConfigError, SpikeLinkError
 from shared.signals import StopFlag
 
+#: The counters and settings the channel process ends with, in ``link.out_dir``.
+CHANNEL_STATS_FILE = "channel_stats.json"
+
 
 def setup_logging(name: str) -> logging.Logger:
     """Log lines to stderr, prefixed with the process name."""

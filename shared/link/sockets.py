@@ -42,9 +42,26 @@ def link_context(link: LinkConfig) -> zmq.Context:
     return ctx
 
 
+#: Distinct stream ids a process counts messages of; messages of any further stream are
+#: counted together under "other", so that made-up stream ids cannot grow the counters.
+STREAMS_COUNTED = 16
+#: Frames whose rejection reason a process keeps, for the same reason.
+REASONS_KEPT = 100_000
+
+
+def count_stream(counts: Counter[str], stream: int) -> None:
+    """Count one message of ``stream`` in ``counts`` (at most :data:`STREAMS_COUNTED`
+    streams by name, the rest as "other")."""
+    key = str(stream)
+    if key not in counts and len(counts) >= STREAMS_COUNTED:
+        key = "other"
+    counts[key] += 1
+
+
 class DropCounter:
     """Counts rejected messages by kind and logs the first of each kind; ``reasons``
-    keeps the first reason for each frame whose message was rejected."""
+    keeps the first reason for each frame whose message was rejected (for
+    :data:`REASONS_KEPT` frames at most)."""
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
@@ -53,7 +70,7 @@ class DropCounter:
 
     def add(self, where: str, error: WireError, seq: int | None = None) -> None:
         self.counts[error.kind] += 1
-        if seq is not None:
+        if seq is not None and len(self.reasons) < REASONS_KEPT:
             self.reasons.setdefault(seq, f"{where}: {error}")
         if self.counts[error.kind] == 1:
             self.log.warning(

@@ -350,7 +350,8 @@ def sweep_digital_baseline(
     """``<codec>+ldpc``: the codec over 5G NR LDPC and QAM through the link's channel
     realisations (:mod:`shared.digital_link`). Every scheme of ``SCHEMES`` is tried at
     each point and the best mean PSNR is reported, with its scheme (``scheme``), every
-    scheme's mean PSNR (``schemes``) and the views lost with it (``views_lost``)."""
+    scheme's mean PSNR (``schemes``) and the views it showed as their mean colour
+    (``views_lost``: lost to a codeword error, or with no codec file small enough)."""
     from shared.digital_link import SCHEMES, DigitalLink, send_view  # Sionna: seconds
 
     codec = baseline.removesuffix(LDPC_SUFFIX)

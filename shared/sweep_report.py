@@ -189,7 +189,8 @@ def write_report(
     digital = [r for r in records if "scheme" in r]
     if digital:
         lines += [
-            "## Digital baselines: best scheme at each SNR (views lost)",
+            "## Digital baselines: best scheme at each SNR (views shown as their mean "
+            "colour: lost, or no codec file fits)",
             "",
             scheme_table(digital),
             "",

@@ -4,7 +4,7 @@ link's own channel.
 A view's codec file (its length in a 4-byte header in front) fills the information bits
 of one scheme's LDPC codewords (Sionna's 5G NR encoder, rate-matched to the scheme's code
 rate), which are mapped to Gray-coded QAM at unit average power and sent through
-:meth:`shared.channel.wireless.WirelessChannel.propagate` with the view's link generator:
+:func:`shared.link.hop.send_symbols` with the view's link generator:
 the same ``n`` complex channel uses, the same fading and the same noise as the JSCC
 models get for that view. With perfect CSI the receiver divides by ``h`` and demaps with
 the noise variance ``N0 / |h|^2`` of each symbol (APP demapper), then runs belief
@@ -32,6 +32,7 @@ from torch import Tensor
 
 from shared.baselines import decode_file, mean_colour
 from shared.channel.wireless import WirelessChannel
+from shared.link.hop import send_symbols
 
 #: Information bits of one 5G NR LDPC codeword at most (base graph 1).
 MAX_INFO_BITS = 8448
@@ -158,7 +159,7 @@ def through_channel(
     """``x : [1, n]`` complex symbols through the link's channel; returns the equalised
     symbols and the noise variance of each (``[1, n]``, ``N0 / |h|^2`` with perfect
     CSI, the nominal ``N0`` otherwise)."""
-    use = channel.propagate(x, torch.tensor([snr_db]), generator)
+    use = send_symbols(channel, x, torch.tensor([snr_db]), generator)
     noise_var = use.noise_var.reshape(-1, 1).expand(use.y.shape)
     if use.h is None:
         return use.y, noise_var

@@ -46,8 +46,7 @@ def test_only_the_cli_imports_the_commands() -> None:
 
 def test_one_module_outside_the_channel_package_runs_the_channel_stages() -> None:
     """``transmit``, ``propagate`` and ``receive`` of a WirelessChannel are called by the
-    hop functions alone (and inside ``shared/channel/``); the digital baseline, which
-    sends QAM symbols rather than a latent, calls ``propagate`` with the hop's seeding."""
+    hop functions alone (and inside ``shared/channel/``)."""
     stage_call = re.compile(r"\bchannel\.(transmit|propagate|receive)\(")
     callers = {
         relative(p)
@@ -55,7 +54,7 @@ def test_one_module_outside_the_channel_package_runs_the_channel_stages() -> Non
         if stage_call.search(p.read_text())
         and not relative(p).startswith("shared/channel/")
     }
-    assert callers == {"shared/link/hop.py", "shared/digital_link.py"}
+    assert callers == {"shared/link/hop.py"}
 
 
 def test_the_channel_process_does_not_import_spikingjelly() -> None:

@@ -67,6 +67,18 @@ def send(
     return channel.propagate(channel.transmit(x), snr_db, generator)
 
 
+def send_symbols(
+    channel: WirelessChannel,
+    z: Tensor,
+    snr_db: Tensor,
+    generator: torch.Generator | None = None,
+) -> ChannelUse:
+    """Symbols that are already channel symbols at unit average power (a digital
+    baseline's QAM, ``z : [N, n]`` complex) through the fading and noise of :func:`send`,
+    drawn in the same order: the same generator gives them a latent's channel."""
+    return channel.propagate(z, snr_db, generator)
+
+
 def receive(
     code: LatentCode,
     channel: WirelessChannel,

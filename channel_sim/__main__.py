@@ -47,7 +47,6 @@ from shared.link.sockets import (
     PeerWatch,
     close_all,
     count_stream,
-    link_context,
     open_sender,
     open_socket,
     receive,
@@ -125,7 +124,7 @@ class ChannelProcess:
     def serve(self) -> int:
         link = self.cfg.link
         keys = link_keys(link, "channel")
-        ctx = link_context(link)
+        ctx = zmq.Context()
         auth = start_authenticator(ctx, keys)
         secure = server_of(keys)
         pull = open_socket(

@@ -52,7 +52,6 @@ from shared.link.sockets import (
     Liveness,
     close_all,
     count_stream,
-    link_context,
     open_socket,
 )
 from shared.link.sockets import (
@@ -264,7 +263,7 @@ class ReceiverProcess:
     def serve(self) -> int:
         link = self.cfg.link
         keys = link_keys(link, "receiver")
-        ctx = link_context(link)
+        ctx = zmq.Context()
         auth = start_authenticator(ctx, keys)
         ref = open_socket(
             ctx,

@@ -182,12 +182,14 @@ class LinkConfig:
     loopback unless configured otherwise; ``security: curve`` encrypts and authenticates
     every socket with the keys in ``keys_dir`` (``shared.link.security``).
 
-    Every socket exchanges ZMTP heartbeats every ``hb_interval_s`` both ways and drops a
-    connection silent for ``peer_timeout_s`` (then reconnects); the channel also sends
-    the receiver an application heartbeat, and the receiver reports a channel silent
-    for ``liveness`` intervals. The launcher restarts a crashed process
-    ``max_restarts`` times with ``resume_stream`` set: the transmitter continues after
-    the last frame it sent, the receiver keeps its records.
+    The channel sends the receiver a heartbeat every ``hb_interval_s`` when it has
+    nothing else to send, and the receiver reports a channel silent for ``liveness``
+    intervals; libzmq reconnects a lost connection itself, with back-off. (ZMTP
+    heartbeats are left off: with a receiving socket whose queue is full, libzmq 4.3's
+    heartbeat timeout aborts the process, libzmq issues 3937, 4364 and 4767.) The
+    launcher restarts a crashed process ``max_restarts`` times with ``resume_stream``
+    set: the transmitter continues after the last frame it sent, the receiver keeps its
+    records.
     """
 
     channel_in: str = "tcp://127.0.0.1:5555"
@@ -197,7 +199,6 @@ class LinkConfig:
     hwm: int = _bounded(8, 1, None)
     hb_interval_s: float = _bounded(1.0, 0.0, None, lo_open=True)
     liveness: int = _bounded(3, 1, None)
-    peer_timeout_s: float = _bounded(10.0, 0.0, None, lo_open=True)
     idle_timeout_s: float = _bounded(120.0, 0.0, None, lo_open=True)
     max_message_bytes: int = _bounded(64 * 1024 * 1024, 1024, None)
     source: str = str(SAMPLE_PAIRS)

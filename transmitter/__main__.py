@@ -22,7 +22,6 @@ from shared.link.process import run_process
 from shared.link.security import client_of, link_keys
 from shared.link.sockets import (
     close_all,
-    link_context,
     open_sender,
     send,
     wait_for_hangup,
@@ -93,7 +92,7 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
     keys = link_keys(cfg.link, "transmitter")
-    ctx = link_context(cfg.link)
+    ctx = zmq.Context()
     data, data_peers = open_sender(
         ctx, cfg.link.channel_in, False, cfg.link.hwm, client_of(keys, "channel")
     )

@@ -12,7 +12,6 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from shared.config import LinkConfig
 from shared.errors import WireError
 from shared.signals import StopFlag
 from shared.wire import Message, decode_message
@@ -21,25 +20,6 @@ POLL_SLICE_MS = 100
 #: libzmq (re-)establishes a connection itself, retrying after 0.1 s and backing off to
 #: 2 s; queued messages survive, which a hand-made close-and-reconnect would lose.
 RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 100, 2000
-
-
-def link_context(link: LinkConfig) -> zmq.Context:
-    """A context whose sockets exchange ZMTP heartbeats with every peer, both ways.
-
-    Each side pings every ``link.hb_interval_s``; a connection that stays silent for
-    ``link.peer_timeout_s`` is closed and libzmq reconnects with back-off. libzmq's I/O
-    thread answers the pings, so a process busy with a frame is not taken for dead,
-    whereas a peer that is frozen, or a host that went away, is found out instead of
-    after TCP's own timeouts (many minutes). A shorter outage loses nothing (TCP
-    delivers what was queued); views queued to a connection closed this way are lost,
-    and accounted for as lost by the receiver.
-    """
-    ctx = zmq.Context()
-    timeout_ms = max(int(link.peer_timeout_s * 1000), 1)
-    ctx.setsockopt(zmq.HEARTBEAT_IVL, max(int(link.hb_interval_s * 1000), 1))
-    ctx.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout_ms)
-    ctx.setsockopt(zmq.HEARTBEAT_TTL, timeout_ms)
-    return ctx
 
 
 #: Distinct stream ids a process counts messages of; messages of any further stream are

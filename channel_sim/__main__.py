@@ -44,6 +44,7 @@ from shared.link.security import link_keys, server_of, start_authenticator
 from shared.link.sockets import (
     POLL_SLICE_MS,
     DropCounter,
+    Liveness,
     PeerWatch,
     close_all,
     count_stream,
@@ -138,6 +139,8 @@ class ChannelProcess:
         poller.register(pull, zmq.POLLIN)
         poller.register(rep, zmq.POLLIN)
         last_out = time.monotonic()
+        transmitter = Liveness(link.hb_interval_s, link.liveness)
+        heard_any = False
         self.log.info(
             "listening on %s, sending to %s, control on %s",
             link.channel_in,
@@ -146,10 +149,21 @@ class ChannelProcess:
         )
         try:
             while not self.stop.is_set:
+                t_poll = time.monotonic()
                 events = dict(poller.poll(POLL_SLICE_MS))
                 if rep in events:
                     rep.send(self.control(rep.recv()).encode())
+                if pull not in events and heard_any:
+                    transmitter.waited(time.monotonic() - t_poll)
+                if transmitter.newly_silent():
+                    self.log.warning(
+                        "no message (not even a heartbeat) from the transmitter for "
+                        "%.1f s; libzmq keeps reconnecting with back-off",
+                        transmitter.silence_s,
+                    )
                 if pull in events:
+                    transmitter.heard()
+                    heard_any = True
                     msg = receive(
                         pull, self.drops, "channel_in", link.max_message_bytes
                     )

@@ -37,6 +37,7 @@ from shared.link.control import ControlClient
 from shared.link.launcher import LinkRun, endpoint_overrides, run_link
 from shared.link.messages import (
     EndOfStream,
+    Heartbeat,
     ReferenceView,
 )
 from shared.link.security import create_keys
@@ -550,3 +551,38 @@ def test_the_fault_scenario_accounts_for_every_frame_and_message(
     assert report["unauthenticated_accepted"] == 0
     assert set(report["rss_mb"]) == {"channel_sim", "receiver", "transmitter"}
     assert "bad messages sent / counted" in capsys.readouterr().out
+
+
+@pytest.mark.heavy
+def test_the_channel_tells_a_silent_transmitter_from_a_paced_one(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """Heartbeats from the transmitter side (as a paced transmitter sends them) keep the
+    channel quiet; silence for ``liveness`` intervals is reported once."""
+    cfg = link_config(
+        tmp_path,
+        tiny_checkpoint,
+        "link.liveness=2",
+        *endpoint_overrides("tcp", tmp_path),
+    )
+    proc = start_process("channel_sim", cfg, tmp_path)
+    output = OutputLines(proc)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(cfg.link.channel_in)
+    warning = "from the transmitter for"
+    try:
+        output.wait_for("listening on", 60)
+        for _ in range(15):  # 1.5 s of heartbeats, 0.1 s apart: no warning
+            push.send(Heartbeat(cfg.link.stream).encode())
+            time.sleep(0.1)
+        assert not any(warning in line for line in output.lines)
+        output.wait_for(warning, 10)  # then silence
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        push.close()
+        ctx.term()
+    assert proc.returncode == 0
+    assert sum(warning in line for line in output.lines) == 1

@@ -17,7 +17,13 @@ import zmq
 
 from shared.config import Config
 from shared.data.frames import Frame
-from shared.link.messages import EndOfStream, LatentView, ReferenceView, SourceInfo
+from shared.link.messages import (
+    EndOfStream,
+    Heartbeat,
+    LatentView,
+    ReferenceView,
+    SourceInfo,
+)
 from shared.link.process import run_process
 from shared.link.security import client_of, link_keys
 from shared.link.sockets import (
@@ -88,6 +94,19 @@ def numbered_frames(
         passes += 1
 
 
+def pace(cfg: Config, until: float, data: zmq.Socket, stop: StopFlag) -> None:
+    """Wait until ``until`` (monotonic seconds) for the frame rate, sending the channel a
+    heartbeat every ``link.hb_interval_s`` meanwhile, so that it can tell a paced stream
+    from a transmitter that is gone."""
+    while not stop.is_set:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, cfg.link.hb_interval_s))
+        if until - time.monotonic() > 0 and data.poll(0, zmq.POLLOUT):
+            data.send(Heartbeat(cfg.link.stream).encode())
+
+
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_model(cfg.link.model)
     total = count_frames(cfg)
@@ -118,9 +137,7 @@ def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
                 break
             log.info("sent frame %d (%s)", seq, frame.name)
             if cfg.link.fps > 0:
-                delay = t_start + (seq + 1 - first) / cfg.link.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                pace(cfg, t_start + (seq + 1 - first) / cfg.link.fps, data, stop)
         if stop.is_set:  # the end of stream still goes out, with a short patience
             log.info("stopping (%s) after %d frames", stop.reason, sent)
             patience, interrupt = cfg.link.hb_interval_s * cfg.link.liveness, None

@@ -119,10 +119,17 @@ class Scenario:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
     def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + TIMEOUT_S
+        """Wait until ``condition`` holds; LinkError when the receiver logged no new
+        frame for :data:`TIMEOUT_S` (a soak of any length may take its time)."""
+        logged, deadline = self.logged(), time.monotonic() + TIMEOUT_S
         while not condition():
+            if self.logged() > logged:
+                logged, deadline = self.logged(), time.monotonic() + TIMEOUT_S
             if time.monotonic() > deadline or self.run.error:
-                raise LinkError(f"fault scenario: waited {TIMEOUT_S:.0f} s for {what}")
+                raise LinkError(
+                    f"fault scenario: no new frame for {TIMEOUT_S:.0f} s while "
+                    f"waiting for {what}"
+                )
             time.sleep(0.05)
 
     def __call__(self, connect: Callable[[], ControlClient]) -> None:

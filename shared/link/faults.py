@@ -57,6 +57,10 @@ INTRUDER_STREAM = 999
 INTRUDER_MESSAGES = 20
 MAX_MESSAGE_BYTES = 2**20
 TIMEOUT_S = 120.0
+#: How long a fuzzing socket may take, once closed, to deliver what it queued: a busy
+#: receiver reads its reference socket slowly, and a socket closed with a short linger
+#: would throw away bad messages that were then counted as sent.
+DELIVERY_S = 120
 
 
 def rss_mb(pid: int) -> float:
@@ -214,7 +218,7 @@ class Scenario:
         self, ctx: zmq.Context, kind: int, endpoint: str, server: str, peer: str
     ) -> zmq.Socket:
         sock = ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.LINGER, DELIVERY_S * 1000)
         CurveKeys.load(self.keys, peer).connect_to(sock, server)
         sock.connect(endpoint)
         return sock

@@ -86,7 +86,6 @@ class ReceiverProcess:
         self.model, self.model_cfg = load_model(cfg.link.model)
         self.out_dir = Path(cfg.link.out_dir)
         self.frames = FrameLog(self.out_dir, resume=cfg.link.resume_stream)
-        self.decoded = {r["seq"] for r in self.frames.records}
         self.assembler = FrameAssembler()
         self.drops = DropCounter(log)
         self.first_size: tuple[int, int] | None = None
@@ -115,7 +114,6 @@ class ReceiverProcess:
         self.write_images(seq, frame, recon, views)
         record = self.record(seq, frame, recon, views, first, decoder, t0)
         self.frames.add(record)
-        self.decoded.add(seq)
         self.log.info(
             "frame %d %s | %s %.1f dB | PSNR L %s R %s dB | MS-SSIM L %s R %s | %.0f ms",
             seq,
@@ -215,7 +213,7 @@ class ReceiverProcess:
         of another code, T or shape than the model's, channel settings that cannot carry
         the code, and a view whose size differs from the other view of its frame.
         """
-        if view.seq in self.decoded:
+        if view.seq in self.frames.seqs:
             raise ProtocolError(f"frame {view.seq} was decoded already")
         if view.code != self.model.code:
             raise ProtocolError(
@@ -356,12 +354,10 @@ class ReceiverProcess:
                     self.on_reference(msg)
 
     def report_progress(self) -> None:
-        records = self.frames.records
-        complete = [r["psnr_left"] for r in records if r["psnr_left"] is not None]
         self.log.info(
             "progress: %d frames decoded, mean left PSNR %s dB, %d dropped",
-            len(records),
-            number(sum(complete) / len(complete) if complete else None),
+            self.frames.count,
+            number(self.frames.mean_left_psnr),
             self.drops.total,
         )
 
@@ -375,7 +371,7 @@ class ReceiverProcess:
             else twin_energy_pj(self.model.cfg, *self.first_size)
         )
         return build_summary(
-            self.frames.records,
+            self.frames.records(),
             self.frames_sent,
             self.drops.reasons,
             {

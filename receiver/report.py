@@ -127,23 +127,50 @@ def build_summary(
 
 class FrameLog:
     """Appends one JSON line per decoded frame to ``frames.jsonl``; a resumed receiver
-    (``resume``) reads the records already there and goes on after them."""
+    (``resume``) reads the records already there and goes on after them.
+
+    The records stay on disk (:meth:`records` reads them back for the summary); in
+    memory the log keeps the decoded sequence numbers and the running figures of the
+    progress line, so that a long stream does not grow the receiver.
+    """
 
     def __init__(self, out_dir: Path, resume: bool = False) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "frames.jsonl"
-        self.records: list[dict[str, Any]] = []
-        if resume and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:  # the line a killed receiver left half
-                    break
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        else:
-            self.path.write_text("")
+        self.seqs: set[int] = set()
+        self.left_psnr_sum, self.left_psnr_count = 0.0, 0
+        kept = self.records() if resume and self.path.exists() else []
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for record in kept:
+            self._count(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records written so far (up to a line a killed receiver left half)."""
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    @property
+    def count(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def mean_left_psnr(self) -> float | None:
+        if not self.left_psnr_count:
+            return None
+        return self.left_psnr_sum / self.left_psnr_count
+
+    def _count(self, record: dict[str, Any]) -> None:
+        self.seqs.add(record["seq"])
+        if record["psnr_left"] is not None:
+            self.left_psnr_sum += record["psnr_left"]
+            self.left_psnr_count += 1
 
     def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self._count(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")

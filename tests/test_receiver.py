@@ -71,10 +71,10 @@ def test_a_frame_whose_view_was_lost_is_decoded_with_the_fill(
     arrived = receiver.accept(read_from_channel(decode_message(left.encode())))
     receiver.on_reference(decode_message(reference.encode()))
     receiver.on_data(decode_message(left.encode()))
-    assert receiver.frames.records == []  # the right view may still come
+    assert receiver.frames.records() == []  # the right view may still come
     for seq, frame in receiver.assembler.flush():
         receiver.decode(seq, frame)
-    (record,) = receiver.frames.records
+    (record,) = receiver.frames.records()
     assert record["views"] == [0] and record["psnr_right"] is None
     assert record["psnr_left"] is not None and record["distinct_right"] > 1
 

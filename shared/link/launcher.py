@@ -231,7 +231,12 @@ def run_link(
     with tempfile.TemporaryDirectory(prefix="spikelink-") as tmp:
         cfg = config_from_dict(cfg.to_dict(), endpoint_overrides(transport, Path(tmp)))
         run = LinkRun(cfg, quiet)
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Ctrl-C and SIGTERM stop the link, also where SIGINT came in ignored (a shell
+        # starts background commands so, and Python then leaves it ignored).
+        previous = {
+            sig: signal.signal(sig, signal.default_int_handler)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             run.start(setup)
             status = run.wait(controller)
@@ -242,7 +247,8 @@ def run_link(
             run.stop()
             raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             run.close()
     path = run.out_dir / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else None

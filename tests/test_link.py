@@ -477,10 +477,16 @@ def test_ctrl_c_stops_all_three(tmp_path: Path, tiny_checkpoint: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
-    wait_until(lambda: frames_logged(out) >= 2, 60, "2 decoded frames")
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=90)
+    try:
+        wait_until(lambda: frames_logged(out) >= 2, 60, "2 decoded frames")
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=90)
+    finally:  # a failure must not leave the launcher's processes to later tests
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == 0
 
     def no_child_left() -> bool:

@@ -291,6 +291,74 @@ def sweep_link(
     )
 
 
+#: Shows one view at the receiver: ``(frame, view, image [3, H, W])`` to the image shown
+#: and whether the view arrived.
+ShowView = Callable[[Frame, int, torch.Tensor], tuple[torch.Tensor, bool]]
+
+
+def coded_at_capacity(
+    image: torch.Tensor,
+    codec: str,
+    channel: str,
+    snr_db: float,
+    seed: int,
+    seq: int,
+    view: int,
+    channel_uses: int,
+) -> torch.Tensor:
+    """View ``view`` of frame ``seq`` (``image [3, H, W]``) as ``codec`` codes it at the
+    capacity of the channel that view sees on the link."""
+    snr_view = instantaneous_snr_db(channel, snr_db, seed, seq, view, channel_uses)
+    return code_at_budget(image, codec, budget_bytes(channel_uses, snr_view))[0]
+
+
+def _baseline_frames(
+    frames: Sequence[Frame], point: int, spec: SweepSpec, show: ShowView
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every frame of point ``point`` as a baseline shows its views: the per-frame
+    quality records and the number of views of each frame that did not arrive."""
+    per_frame, lost = [], []
+    for frame in renumbered(frames, point, spec.passes):
+        recon, missing = {}, 0
+        for view, side in ((0, "left"), (1, "right")):
+            shown, arrived = show(frame, view, getattr(frame, side))
+            recon[f"x_hat_{side}"], missing = shown[None], missing + (not arrived)
+        per_frame.append(
+            {"name": frame.name, "index": frame.index, **frame_quality(frame, recon)}
+        )
+        lost.append(missing)
+    return per_frame, lost
+
+
+def _baseline_record(
+    name: str,
+    channel: str,
+    snr_db: float,
+    spec: SweepSpec,
+    channel_uses: int,
+    source_values: int,
+    per_frame: list[dict[str, Any]],
+    summary: dict | None = None,
+) -> dict[str, Any]:
+    """The record of one baseline at one point, with its frames (``summary``: their
+    :func:`summarise`, when the caller has it already)."""
+    uses = {"n": channel_uses, "k": source_values, "rho": channel_uses / source_values}
+    record = _record(
+        name,
+        "baseline",
+        channel,
+        spec.csi,
+        snr_db,
+        summary or summarise(per_frame),
+        uses,
+        spec.per_point,
+        None,
+        None,
+    )
+    record["per_frame"] = per_frame
+    return record
+
+
 def sweep_baseline(
     codec: str,
     frames: Sequence[Frame],
@@ -300,41 +368,21 @@ def sweep_baseline(
     progress: Progress = lambda n: None,
 ) -> list[dict[str, Any]]:
     """A codec at the capacity budget of each view (instantaneous SNR for block fading)."""
-    uses = {"n": channel_uses, "k": source_values, "rho": channel_uses / source_values}
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
-        per_frame = []
-        for frame in renumbered(frames, p, spec.passes):
-            recon = {}
-            for view, side in ((0, "left"), (1, "right")):
-                snr_view = instantaneous_snr_db(
-                    kind, snr_db, spec.seed, frame.index, view, channel_uses
-                )
-                image, _ = code_at_budget(
-                    getattr(frame, side), codec, budget_bytes(channel_uses, snr_view)
-                )
-                recon[f"x_hat_{side}"] = image[None]
-            per_frame.append(
-                {
-                    "name": frame.name,
-                    "index": frame.index,
-                    **frame_quality(frame, recon),
-                }
+
+        def at_capacity(frame: Frame, view: int, image: torch.Tensor):
+            coded = coded_at_capacity(
+                image, codec, kind, snr_db, spec.seed, frame.index, view, channel_uses
             )
-        record = _record(
-            codec,
-            "baseline",
-            kind,
-            spec.csi,
-            snr_db,
-            summarise(per_frame),
-            uses,
-            spec.per_point,
-            None,
-            None,
+            return coded, True
+
+        per_frame, _ = _baseline_frames(frames, p, spec, at_capacity)
+        out.append(
+            _baseline_record(
+                codec, kind, snr_db, spec, channel_uses, source_values, per_frame
+            )
         )
-        record["per_frame"] = per_frame
-        out.append(record)
         progress(1)
     return out
 
@@ -355,60 +403,42 @@ def sweep_digital_baseline(
     from shared.digital_link import SCHEMES, DigitalLink, send_view  # Sionna: seconds
 
     codec = baseline.removesuffix(LDPC_SUFFIX)
-    uses = {"n": channel_uses, "k": source_values, "rho": channel_uses / source_values}
     links = [DigitalLink(scheme, channel_uses) for scheme in SCHEMES]
-    files: dict[tuple[str, str, int], bytes | None] = {}
+    files: dict[tuple[str, int, int], bytes | None] = {}
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
         channel = WirelessChannel(kind, csi=spec.csi)
         by_scheme = {}
         for link in links:
-            budget, per_frame = link.layout.payload_bytes, []
-            for frame in renumbered(frames, p, spec.passes):
-                recon, lost = {}, 0
-                for view, side in ((0, "left"), (1, "right")):
-                    image = getattr(frame, side)
-                    key = (frame.name, side, budget)
-                    if key not in files:
-                        files[key] = file_at_budget(image, codec, budget)[1]
-                    shown, arrived = send_view(
-                        image,
-                        files[key],
-                        link,
-                        channel,
-                        snr_db,
-                        generator_for(spec.seed, frame.index, view),
-                    )
-                    recon[f"x_hat_{side}"], lost = shown[None], lost + (not arrived)
-                per_frame.append(
-                    {
-                        "name": frame.name,
-                        "index": frame.index,
-                        "views_lost": lost,
-                        **frame_quality(frame, recon),
-                    }
-                )
+
+            def over_link(frame: Frame, view: int, image: torch.Tensor, link=link):
+                key = (frame.name, view, link.layout.payload_bytes)
+                if key not in files:
+                    files[key] = file_at_budget(image, codec, key[2])[1]
+                generator = generator_for(spec.seed, frame.index, view)
+                return send_view(image, files[key], link, channel, snr_db, generator)
+
+            per_frame, lost = _baseline_frames(frames, p, spec, over_link)
+            for record, missing in zip(per_frame, lost):
+                record["views_lost"] = missing
             by_scheme[link.scheme.label] = per_frame
         summaries = {label: summarise(pf) for label, pf in by_scheme.items()}
         best = max(summaries, key=lambda label: summaries[label]["psnr"]["mean"])
-        record = _record(
+        record = _baseline_record(
             baseline,
-            "baseline",
             kind,
-            spec.csi,
             snr_db,
+            spec,
+            channel_uses,
+            source_values,
+            by_scheme[best],
             summaries[best],
-            uses,
-            spec.per_point,
-            None,
-            None,
         )
         record["scheme"] = best
         record["schemes"] = {
             label: summary["psnr"]["mean"] for label, summary in summaries.items()
         }
         record["views_lost"] = sum(f["views_lost"] for f in by_scheme[best])
-        record["per_frame"] = by_scheme[best]
         out.append(record)
         progress(1)
     return out
@@ -436,16 +466,9 @@ def example_reconstructions(
         out[codec] = [
             (
                 snr,
-                code_at_budget(
-                    frame.left,
-                    codec,
-                    budget_bytes(
-                        channel_uses,
-                        instantaneous_snr_db(
-                            channel, snr, seed, frame.index, 0, channel_uses
-                        ),
-                    ),
-                )[0],
+                coded_at_capacity(
+                    frame.left, codec, channel, snr, seed, frame.index, 0, channel_uses
+                ),
             )
             for snr in snrs
         ]

@@ -59,7 +59,7 @@ from shared.link.sockets import (
 )
 from shared.measure.meter import decode_measured, twin_energy_pj
 from shared.measure.quality import view_quality
-from shared.model.checkpoint import load_model
+from shared.model.inference import load_for_inference
 from shared.signals import StopFlag
 
 NAME = "receiver"
@@ -83,7 +83,7 @@ class ArrivedView:
 class ReceiverProcess:
     def __init__(self, cfg: Config, log: logging.Logger, stop: StopFlag) -> None:
         self.cfg, self.log, self.stop = cfg, log, stop
-        self.model, self.model_cfg = load_model(cfg.link.model)
+        self.model, self.model_cfg = load_for_inference(cfg.link.model, cfg.infer)
         self.out_dir = Path(cfg.link.out_dir)
         self.frames = FrameLog(self.out_dir, resume=cfg.link.resume_stream)
         self.assembler = FrameAssembler()

@@ -222,6 +222,26 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """Where and how a trained model runs outside training (``shared.model.inference``):
+    the transmitter and receiver processes, ``eval``, ``sweep``, ``energy``, ``demo`` and
+    ``bench``.
+
+    ``device: auto`` takes the GPU when torch sees one. ``precision: auto`` is bfloat16
+    where the device computes it natively (a CUDA GPU with bfloat16, a CPU with AVX-512
+    BF16 or AMX) and float32 elsewhere. ``fast: false`` runs the reference path (the
+    training graph in eval mode) instead of the fast path. ``batch`` is how many stereo
+    frames ``eval`` and the in-process sweep run at once; 0 is 1 on a CPU (where larger
+    batches are no faster per frame, docs/RESULTS.md) and 32 on a GPU.
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    fast: bool = True
+    batch: int = _bounded(0, 0, 4096)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; one section per concern."""
 
@@ -230,6 +250,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    infer: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self) -> None:
         _check_consistency(self)

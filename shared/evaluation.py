@@ -38,6 +38,32 @@ def view_through_channel(
     return receive(model.code, channel, use, snr, tuple(latent.shape[1:]))
 
 
+def reconstruct_batch(
+    model: StereoJSCC,
+    channel: WirelessChannel,
+    frames: Sequence[Frame],
+    snr_db: float,
+    seed: int,
+    latent: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Encode (unless ``latent [2, B, *shape]`` is given), send every view of the ``B``
+    frames through the channel (view ``v`` of frame ``f`` with the draws of
+    ``generator_for(seed, f.index, v)``), decode them in one batch: ``x_hat_left``,
+    ``x_hat_right`` ``[B, 3, H, W]``."""
+    if latent is None:
+        left = torch.stack([f.left for f in frames])
+        right = torch.stack([f.right for f in frames])
+        latent = model.encode(left, right)["latent"]
+    views = [
+        view_through_channel(
+            model, channel, latent[view, i : i + 1], snr_db, seed, frame.index, view
+        )
+        for view in (0, 1)
+        for i, frame in enumerate(frames)
+    ]
+    return model.decode(DecoderInput.cat(views))
+
+
 def reconstruct(
     model: StereoJSCC,
     channel: WirelessChannel,
@@ -46,17 +72,9 @@ def reconstruct(
     seed: int,
     latent: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Encode (unless ``latent [2, 1, *shape]`` is given), send both views, decode one
-    frame: ``x_hat_left``, ``x_hat_right`` ``[1, 3, H, W]``."""
-    if latent is None:
-        latent = model.encode(frame.left[None], frame.right[None])["latent"]
-    views = [
-        view_through_channel(
-            model, channel, latent[view], snr_db, seed, frame.index, view
-        )
-        for view in (0, 1)
-    ]
-    return model.decode(DecoderInput.cat(views))
+    """:func:`reconstruct_batch` of one frame (``latent [2, 1, *shape]``): ``x_hat_left``,
+    ``x_hat_right`` ``[1, 3, H, W]``."""
+    return reconstruct_batch(model, channel, [frame], snr_db, seed, latent)
 
 
 def evaluate(
@@ -66,6 +84,7 @@ def evaluate(
     channel: WirelessChannel,
     seed: int = 0,
     measure_energy: bool = True,
+    batch_size: int = 1,
 ) -> list[dict[str, object]]:
     """Evaluate at each SNR; one record per SNR with metrics, rates and energy per frame.
 
@@ -73,35 +92,42 @@ def evaluate(
     and standard errors), ``firing_rate`` (mean over the layers, then over frames),
     ``layer_rates``, ``energy_pj_per_frame`` (SNN pJ and the CNN twin's pJ),
     ``frames`` (per-frame values) and ``pairs``. The frames are moved to the model's
-    device (a trainer validating on a GPU).
+    device (a trainer validating on a GPU) and run ``batch_size`` at a time (frames of
+    one size); each view keeps its own channel draws, so the figures do not depend on
+    the batch size (a batch's firing rates count for each of its frames).
     """
     model.eval()
     device = next(model.parameters()).device
     frames = [
         Frame(f.index, f.name, f.left.to(device), f.right.to(device)) for f in frames
     ]
+    batches = [frames[i : i + batch_size] for i in range(0, len(frames), batch_size)]
     latents, encoder_rates = [], []
     with PartMeter(model, "encoder", measure_energy) as encoder:
-        for f in frames:
-            latents.append(model.encode(f.left[None], f.right[None])["latent"])
+        for batch in batches:
+            left = torch.stack([f.left for f in batch])
+            right = torch.stack([f.right for f in batch])
+            latents.append(model.encode(left, right)["latent"])
             encoder_rates.append(layer_rates(model, "encoder"))
     results = []
     for snr_db in snrs:
         per_frame, frame_rates, rates_by_layer = [], [], {}
         with PartMeter(model, "decoder", measure_energy) as decoder:
-            for frame, latent, enc_rates in zip(frames, latents, encoder_rates):
-                out = reconstruct(model, channel, frame, snr_db, seed, latent)
-                per_frame.append(
-                    {
-                        "name": frame.name,
-                        "index": frame.index,
-                        **frame_quality(frame, out),
-                    }
-                )
+            for batch, latent, enc_rates in zip(batches, latents, encoder_rates):
+                out = reconstruct_batch(model, channel, batch, snr_db, seed, latent)
                 rates = {**enc_rates, **layer_rates(model, "decoder")}
-                frame_rates.append(sum(rates.values()) / len(rates))
-                for name, rate in rates.items():
-                    rates_by_layer[name] = rates_by_layer.get(name, 0.0) + rate
+                for i, frame in enumerate(batch):
+                    views = {k: v[i : i + 1] for k, v in out.items()}
+                    per_frame.append(
+                        {
+                            "name": frame.name,
+                            "index": frame.index,
+                            **frame_quality(frame, views),
+                        }
+                    )
+                    frame_rates.append(sum(rates.values()) / len(rates))
+                    for name, rate in rates.items():
+                        rates_by_layer[name] = rates_by_layer.get(name, 0.0) + rate
         summary = summarise(per_frame)
         layer_means = {k: v / len(frames) for k, v in rates_by_layer.items()}
         record: dict[str, object] = {

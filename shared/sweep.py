@@ -28,7 +28,7 @@ from shared.baselines import (
 )
 from shared.channel.rng import generator_for
 from shared.channel.wireless import WirelessChannel
-from shared.config import Config, load_config
+from shared.config import Config, InferenceConfig, load_config
 from shared.data.frames import Frame
 from shared.errors import ConfigError, LinkError
 from shared.evaluation import evaluate, reconstruct
@@ -36,6 +36,7 @@ from shared.link.control import ControlClient
 from shared.link.launcher import Control, run_link
 from shared.measure.quality import frame_quality, summarise
 from shared.model.checkpoint import load_model
+from shared.model.inference import batch_frames, inference_overrides
 from shared.model.jscc import StereoJSCC
 
 Point = tuple[str, float]
@@ -45,13 +46,14 @@ Progress = Callable[[int], None]
 @dataclass(frozen=True)
 class SweepSpec:
     """What to sweep: (channel, SNR) points, CSI, channel seed, frames of the source,
-    passes over them per point."""
+    passes over them per point, and where and how the models run."""
 
     points: tuple[Point, ...]
     csi: str
     seed: int
     frames: int
     passes: int = 1
+    infer: InferenceConfig = InferenceConfig()
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -123,7 +125,12 @@ def sweep_in_process(
     for p, (kind, snr_db) in enumerate(spec.points):
         channel = WirelessChannel(kind, model.code.signalling, csi=spec.csi)
         result = evaluate(
-            model, renumbered(frames, p, spec.passes), [snr_db], channel, spec.seed
+            model,
+            renumbered(frames, p, spec.passes),
+            [snr_db],
+            channel,
+            spec.seed,
+            batch_size=batch_frames(spec.infer),
         )[0]
         metrics = {"psnr": result["psnr_db"], "ms_ssim": result["ms_ssim"]}
         out.append(
@@ -174,6 +181,7 @@ def link_config(
             f"channel.seed={spec.seed}",
             f"data.image_height={image_size[0]}",
             f"data.image_width={image_size[1]}",
+            *inference_overrides(spec.infer),
         ],
     )
 

@@ -15,9 +15,10 @@ from tqdm import tqdm
 
 from shared.baselines import is_digital
 from shared.channel.ofdm import OfdmTdl
+from shared.config import InferenceConfig
 from shared.data.frames import load_frames
 from shared.errors import ConfigError
-from shared.model.checkpoint import load_model
+from shared.model.inference import load_for_inference
 from shared.plots import plot_energy, plot_examples, plot_quality
 from shared.sweep import (
     SweepSpec,
@@ -50,6 +51,7 @@ class SweepRequest:
     mode: str
     seed: int
     out: Path
+    infer: InferenceConfig = InferenceConfig()
     argv: Sequence[str] = ()
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -213,7 +215,9 @@ def run_sweep(request: SweepRequest) -> Path:
     returns the path of ``report.md``."""
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
-    models = {system_name(m): load_model(m) for m in request.models}
+    models = {
+        system_name(m): load_for_inference(m, request.infer) for m in request.models
+    }
     sizes = {
         (cfg.data.image_height, cfg.data.image_width) for _, cfg in models.values()
     }
@@ -229,6 +233,7 @@ def run_sweep(request: SweepRequest) -> Path:
         request.seed,
         len(frames),
         request.passes,
+        request.infer,
     )
     first_model = next(iter(models.values()))[0]
     uses = first_model.channel_uses(height, width)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from shared.config import ChannelConfig, Config, config_from_dict, section_from_dict
+from shared.config import (
+    ChannelConfig,
+    Config,
+    InferenceConfig,
+    config_from_dict,
+    section_from_dict,
+)
 from shared.errors import ConfigError
 
 
@@ -85,3 +92,39 @@ def fail(message: str) -> int:
     """Print an error for the user and return the exit status 1."""
     print(f"error: {message}", file=sys.stderr)
     return 1
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--precision``, ``--batch`` and ``--reference-path``: the
+    ``infer.*`` settings (:class:`~shared.config.InferenceConfig`) of a command."""
+    group = parser.add_argument_group("where and how the model runs")
+    group.add_argument(
+        "--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda"
+    )
+    group.add_argument(
+        "--precision",
+        default="auto",
+        help="auto (bfloat16 where the device has it natively), float32, bfloat16",
+    )
+    group.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="stereo frames per batch (0: 1 on a CPU, 32 on a GPU)",
+    )
+    group.add_argument(
+        "--reference-path",
+        action="store_true",
+        help="run the reference path (training graph in eval mode), not the fast path",
+    )
+
+
+def inference_config(args: argparse.Namespace) -> InferenceConfig:
+    """The checked ``infer.*`` settings of :func:`add_inference_arguments`' options."""
+    values = {
+        "device": args.device,
+        "precision": args.precision,
+        "batch": args.batch,
+        "fast": not args.reference_path,
+    }
+    return section_from_dict(InferenceConfig, values, "infer")

@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
-from shared.commands.common import attach_negative_values, fail, parse_snrs
+from shared.commands.common import (
+    add_inference_arguments,
+    attach_negative_values,
+    fail,
+    inference_config,
+    parse_snrs,
+)
 from shared.data.frames import source_pairs
 from shared.errors import SpikeLinkError
 from shared.formatting import number
@@ -31,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snrs", default="0,5,10", help="SNRs in dB")
     p.add_argument("--channel", default="awgn")
     p.add_argument("--out", default="runs/demo")
+    add_inference_arguments(p)
     return p
 
 
@@ -60,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "perfect",
             0,
             frames,
+            infer=inference_config(args),
         )
         print(
             f"demo: {frames} stereo pairs from {args.data}, model {args.model}, "

@@ -11,11 +11,17 @@ import json
 import sys
 
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
-from shared.commands.common import attach_negative_values, fail, write_json
+from shared.commands.common import (
+    add_inference_arguments,
+    attach_negative_values,
+    fail,
+    inference_config,
+    write_json,
+)
 from shared.data.frames import load_frames
 from shared.errors import SpikeLinkError
 from shared.measure.energy_report import energy_report
-from shared.model.checkpoint import load_model
+from shared.model.inference import load_for_inference
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, default=10.0, help="channel SNR in dB")
     p.add_argument("--frames", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for energy.json")
+    add_inference_arguments(p)
     return p
 
 
 def run_energy(args: argparse.Namespace) -> dict:
-    model, cfg = load_model(args.model)
+    model, cfg = load_for_inference(args.model, inference_config(args))
     height, width = cfg.data.image_height, cfg.data.image_width
     frames = load_frames(args.data, args.root, height, width, args.frames)
     return {

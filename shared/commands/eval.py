@@ -9,6 +9,7 @@ and the per-frame values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -17,16 +18,18 @@ import torch
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.channel.wireless import WirelessChannel
 from shared.commands.common import (
+    add_inference_arguments,
     attach_negative_values,
     channel_config,
     fail,
+    inference_config,
     parse_snrs,
     write_json,
 )
 from shared.data.frames import load_frames, mismatched
 from shared.errors import SpikeLinkError
 from shared.evaluation import evaluate
-from shared.model.checkpoint import load_model
+from shared.model.inference import batch_frames, load_for_inference
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,13 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for eval.json")
+    add_inference_arguments(p)
     return p
 
 
 def run_eval(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, cfg = load_model(args.model)
+    settings = inference_config(args)
+    model, cfg = load_for_inference(args.model, settings)
     cfg = channel_config(cfg, args.channel, args.csi, args.overrides)
     model.channel = WirelessChannel.for_code(cfg.channel, model.code)
     height = args.height or cfg.data.image_height
@@ -93,7 +98,14 @@ def run_eval(args: argparse.Namespace) -> dict:
     if args.pairing == "mismatched":
         frames = mismatched(frames)
     uses = model.channel_uses(height, width)
-    records = evaluate(model, frames, parse_snrs(args.snr), model.channel, args.seed)
+    records = evaluate(
+        model,
+        frames,
+        parse_snrs(args.snr),
+        model.channel,
+        args.seed,
+        batch_size=batch_frames(settings),
+    )
     for record in records:
         record.update(uses)
     return {
@@ -105,6 +117,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         "latent": cfg.model.latent,
         "image_size": [height, width],
         "channel": cfg.to_dict()["channel"],
+        "infer": dataclasses.asdict(settings),
         "results": records,
     }
 

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.baselines import BASELINES, CODECS
-from shared.commands.common import attach_negative_values, fail, parse_snrs
+from shared.commands.common import (
+    add_inference_arguments,
+    attach_negative_values,
+    fail,
+    inference_config,
+    parse_snrs,
+)
 from shared.errors import ConfigError, SpikeLinkError
 from shared.sweep_report import SweepRequest, run_sweep
 
@@ -59,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["link", "inprocess"], default="link")
     p.add_argument("--seed", type=int, default=0, help="channel seed")
     p.add_argument("--out", default="runs/sweep", help="output folder")
+    add_inference_arguments(p)
     return p
 
 
@@ -87,6 +94,7 @@ def request_from_args(args: argparse.Namespace, argv: list[str]) -> SweepRequest
         mode=args.mode,
         seed=args.seed,
         out=Path(args.out),
+        infer=inference_config(args),
         argv=argv,
         options=vars(args),
     )

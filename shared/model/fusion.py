@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.config import ModelConfig
+from shared.model.blocks import time_mean
 from shared.model.neurons import make_neuron
 
 #: Initial logit of the fusion gate: sigmoid(2) = 0.88, open but not saturated, so that
@@ -100,7 +101,7 @@ class ParallaxAttention(nn.Module):
         self.last_matmul_macs = 0
 
     def forward(self, u: Tensor) -> Tensor:
-        rates = self.neuron(u).mean(dim=0)
+        rates = time_mean(self.neuron(u))
         q, k, v = self.query(rates), self.key(rates), self.value(rates)
         q_l, q_r = q.chunk(2)
         k_l, k_r = k.chunk(2)

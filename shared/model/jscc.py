@@ -11,7 +11,13 @@ from shared.config import ModelConfig
 from shared.errors import DataError
 from shared.latent import LatentCode, latent_code
 from shared.link.hop import DecoderInput, receive, send
-from shared.model.blocks import ResBlock, SNRGate, SpikingConv, SpikingUpsample
+from shared.model.blocks import (
+    ResBlock,
+    SNRGate,
+    SpikingConv,
+    SpikingUpsample,
+    time_mean,
+)
 from shared.model.fusion import ParallaxAttention
 from shared.model.neurons import is_neuron, make_neuron
 
@@ -117,7 +123,7 @@ class Decoder(nn.Module):
         # firing; its mean over time goes through a real-valued convolution and a sigmoid.
         # (Reading out spikes instead caps the output at T + 1 levels per channel and
         # trained 0.7 dB worse in a 400-step probe, docs/RESULTS.md.)
-        return torch.sigmoid(self.readout(u.mean(dim=0)))
+        return torch.sigmoid(self.readout(time_mean(u)))
 
 
 class StereoJSCC(nn.Module):
@@ -169,6 +175,10 @@ class StereoJSCC(nn.Module):
                 nn.init.constant_(module.weight, BN_INIT_SCALE)
         for encoder in {self.encoder_left, self.encoder_right}:
             encoder.init_latent_bias(cfg.v_threshold)
+        #: How :meth:`encode` and :meth:`decode` compute (set by
+        #: :func:`shared.model.inference.accelerate`; the reference path by default).
+        self.inference_dtype = torch.float32
+        self.memory_format = torch.contiguous_format
 
     # ------------------------------------------------------------------ sizes
 
@@ -222,9 +232,24 @@ class StereoJSCC(nn.Module):
 
     # ------------------------------------------------------------------ halves
 
+    def _on_model(self, x: Tensor) -> Tensor:
+        """``x`` on the model's device; an image-like ``[N, C, H, W]`` in the memory
+        format of the fast path."""
+        x = x.to(next(self.parameters()).device)
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def _inference_autocast(self) -> torch.autocast:
+        device = next(self.parameters()).device
+        return torch.autocast(
+            device_type=device.type,
+            dtype=torch.bfloat16,
+            enabled=self.inference_dtype == torch.bfloat16,
+        )
+
     @torch.no_grad()
     def encode(self, x_left: Tensor, x_right: Tensor) -> dict[str, Tensor | tuple]:
-        """Transmitter half.
+        """Transmitter half, on the model's device; the latent comes back on the
+        inputs' device.
 
         Input
         -----
@@ -237,7 +262,9 @@ class StereoJSCC(nn.Module):
         shape : latent_shape, per view
         """
         functional.reset_net(self)
-        latent = self.code.quantise(self._encode_views(x_left, x_right))
+        with self._inference_autocast():
+            views = self._encode_views(self._on_model(x_left), self._on_model(x_right))
+        latent = self.code.quantise(views.float()).to(x_left.device)
         functional.reset_net(self)
         return {
             "latent": latent.reshape((2, x_left.shape[0]) + latent.shape[1:]),
@@ -255,10 +282,18 @@ class StereoJSCC(nn.Module):
 
         Output
         ------
-        x_hat_left, x_hat_right : [N, 3, H, W], float in [0, 1]
+        x_hat_left, x_hat_right : [N, 3, H, W], float in [0, 1], on the device of
+            ``received.soft``
         """
         functional.reset_net(self)
-        x_hat = self.decoder(received.soft, received.snr_db, self.steps)
+        snr_db = received.snr_db
+        with self._inference_autocast():
+            x_hat = self.decoder(
+                self._on_model(received.soft),
+                None if snr_db is None else self._on_model(snr_db),
+                self.steps,
+            )
+        x_hat = x_hat.float().to(received.soft.device)
         functional.reset_net(self)
         left, right = x_hat.chunk(2)
         return {"x_hat_left": left, "x_hat_right": right}

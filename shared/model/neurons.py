@@ -106,6 +106,39 @@ class _MultiStepLIF(torch.autograd.Function):
         return grad_x, None, grad_k if ctx.decay_needs_grad else None, *(None,) * 5
 
 
+def lif_inference(
+    x_seq: Tensor, v0: Tensor, decay: float, v_threshold: float, soft_reset: bool
+) -> tuple[Tensor, Tensor]:
+    """The multi-step LIF of :class:`_MultiStepLIF` for inference, with a hard reset to 0
+    or a soft reset: the same spikes in three in-place passes per step (charge as one
+    ``lerp``, compare into the spike tensor, reset as one multiply-add) and nothing kept
+    for a backward pass.
+
+    Input ``x_seq : [T, N, C, H, W]`` float (any strides, a time-expanded input too),
+    ``v0`` the membrane before the first step (broadcastable to ``x_seq[0]``). Output
+    ``s_seq`` like ``x_seq`` in {0, 1}, each step stored channels-last (what the next
+    convolution reads fastest on a CPU), and the last membrane potential.
+    """
+    steps, rest = x_seq.shape[0], x_seq.shape[1:]
+    s_seq = torch.empty(
+        (steps * rest[0], *rest[1:]),
+        dtype=x_seq.dtype,
+        device=x_seq.device,
+        memory_format=torch.channels_last,
+    ).view(x_seq.shape)
+    v = torch.empty_like(s_seq[0])
+    v.copy_(v0.expand_as(v))
+    for t in range(steps):
+        spikes = s_seq[t]
+        v.lerp_(x_seq[t], decay)
+        torch.ge(v, v_threshold, out=spikes)
+        if soft_reset:
+            v.sub_(spikes, alpha=v_threshold)
+        else:
+            v.addcmul_(v, spikes, value=-1.0)
+    return s_seq, v
+
+
 def _after_reset(
     h: Tensor, spike: Tensor, v_threshold: float, v_reset: float | None
 ) -> Tensor:
@@ -118,6 +151,9 @@ class _FusedMixin:
     """Adds ``backend='fused'`` to a SpikingJelly LIF-type node and records firing rates."""
 
     rate: Tensor | None = None
+    #: Set by :func:`shared.model.inference.accelerate`: without autograd, run
+    #: :func:`lif_inference` instead of the training kernel.
+    fast_inference: bool = False
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
@@ -144,6 +180,19 @@ class _FusedMixin:
     def multi_step_forward(self, x_seq: Tensor) -> Tensor:
         if self.backend != "fused":
             spikes = super().multi_step_forward(x_seq)
+        elif (
+            self.fast_inference
+            and not torch.is_grad_enabled()
+            and self.v_reset in (None, 0.0)
+        ):
+            self.v_float_to_tensor(x_seq[0])
+            spikes, self.v = lif_inference(
+                x_seq,
+                self.v,
+                float(self._decay(x_seq)),
+                self.v_threshold,
+                soft_reset=self.v_reset is None,
+            )
         else:
             self.v_float_to_tensor(x_seq[0])
             sg = self.surrogate_function

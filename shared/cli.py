@@ -26,6 +26,10 @@ COMMANDS = {
         "shared.commands.energy",
         "firing rates, operations and energy per frame",
     ),
+    "bench": (
+        "shared.commands.bench",
+        "speed of the SNN and its twin: model, link, fast path; bench.json",
+    ),
     "keys": ("shared.commands.keys", "CURVE key pairs for a secured link"),
     "faults": (
         "shared.commands.faults",

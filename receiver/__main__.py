@@ -59,7 +59,7 @@ from shared.link.sockets import (
 )
 from shared.measure.meter import decode_measured, twin_energy_pj
 from shared.measure.quality import view_quality
-from shared.model.inference import load_for_inference
+from shared.model.inference import describe, load_for_inference
 from shared.signals import StopFlag
 
 NAME = "receiver"
@@ -84,6 +84,7 @@ class ReceiverProcess:
     def __init__(self, cfg: Config, log: logging.Logger, stop: StopFlag) -> None:
         self.cfg, self.log, self.stop = cfg, log, stop
         self.model, self.model_cfg = load_for_inference(cfg.link.model, cfg.infer)
+        log.info("model %s on %s", cfg.link.model, describe(self.model))
         self.out_dir = Path(cfg.link.out_dir)
         self.frames = FrameLog(self.out_dir, resume=cfg.link.resume_stream)
         self.assembler = FrameAssembler()

@@ -26,6 +26,7 @@ from shared.data.pairs import find_pairs
 from shared.errors import CheckpointError, TrainingError
 from shared.evaluation import evaluate
 from shared.model.checkpoint import load_checkpoint, load_model
+from shared.model.inference import native_bfloat16
 from shared.model.registry import build_model
 from shared.signals import StopFlag
 from trainer import train as train_module
@@ -36,7 +37,6 @@ from trainer.hybrid import init_from_twin
 from trainer.logs import read_records
 from trainer.train import (
     _check_silent,
-    cpu_has_bfloat16,
     mixed_precision,
 )
 
@@ -476,7 +476,7 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not cpu_has_bfloat16(),
+    not native_bfloat16(torch.device("cpu")),
     reason="this CPU has no native bfloat16",
 )
 def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from shared.model.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
+from shared.model.inference import native_bfloat16
 from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
 from shared.signals import StopFlag
@@ -58,11 +59,6 @@ MEMORY_FORMATS = {
 }
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU's oneDNN computes bfloat16 natively (AVX512-BF16 or AMX)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def mixed_precision(
     device: torch.device, precision: str
 ) -> torch.autocast | nullcontext:
@@ -75,7 +71,7 @@ def mixed_precision(
     """
     if precision != "bfloat16":
         return nullcontext()
-    if device.type == "cpu" and not cpu_has_bfloat16():
+    if not native_bfloat16(device):
         log.warning("this CPU has no native bfloat16: training in float32")
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)

@@ -33,7 +33,7 @@ from shared.link.sockets import (
     wait_for_hangup,
 )
 from shared.measure.meter import encode_measured
-from shared.model.inference import load_for_inference
+from shared.model.inference import describe, load_for_inference
 from shared.signals import StopFlag
 from transmitter import progress
 from transmitter.progress import start_seq
@@ -109,6 +109,7 @@ def pace(cfg: Config, until: float, data: zmq.Socket, stop: StopFlag) -> None:
 
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_for_inference(cfg.link.model, cfg.infer)
+    log.info("model %s on %s", cfg.link.model, describe(model))
     total = count_frames(cfg)
     keys = link_keys(cfg.link, "transmitter")
     ctx = zmq.Context()

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="channel seed")
     p.add_argument("--crop", choices=["eval", "native"])
     p.add_argument(
+        "--device", help="auto, cpu or cuda: where the transmitter and receiver run"
+    )
+    p.add_argument("--precision", help="auto, float32 or bfloat16 (infer.precision)")
+    p.add_argument(
         "--grid", action="store_true", help="also save original/received grids"
     )
     p.add_argument("--out", help="output folder (link.out_dir)")
@@ -87,6 +91,8 @@ FLAG_KEYS = {
     "seed": "channel.seed",
     "crop": "link.crop",
     "out": "link.out_dir",
+    "device": "infer.device",
+    "precision": "infer.precision",
 }
 
 

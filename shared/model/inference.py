@@ -45,7 +45,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 convolutions natively (not by emulation)."""
+    """Whether ``device`` computes bfloat16 natively, not by emulation: a CUDA GPU with
+    bfloat16, or a CPU whose oneDNN has it (AVX512-BF16 or AMX)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -132,6 +133,14 @@ def accelerate(model: StereoJSCC, settings: InferenceConfig) -> StereoJSCC:
             if is_neuron(module) and hasattr(module, "fast_inference"):
                 module.fast_inference = True
     return model
+
+
+def describe(model: StereoJSCC) -> str:
+    """Where and how ``model`` runs, for a log line: ``cpu, float32, fast path``."""
+    device = next(model.parameters()).device
+    dtype = str(model.inference_dtype).removeprefix("torch.")
+    fast = model.memory_format == torch.channels_last
+    return f"{device}, {dtype}, {'fast' if fast else 'reference'} path"
 
 
 def load_for_inference(

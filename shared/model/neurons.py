@@ -50,19 +50,24 @@ class _MultiStepLIF(torch.autograd.Function):
         alpha: float,
     ) -> tuple[Tensor, Tensor]:
         k = float(decay)
-        reset_to = 0.0 if v_reset is None else v_reset
         h_seq = torch.empty_like(x_seq)
         s_seq = torch.empty_like(x_seq)
         v = v0
         for t in range(x_seq.shape[0]):
-            h = v + (x_seq[t] - (v - reset_to)) * k
-            spike = h >= v_threshold
-            h_seq[t] = h
-            s_seq[t] = spike
+            # In place into the saved tensors; for a reset to 0 or a soft reset with
+            # the torch backend's rounding of h = v + (x - (v - v_reset)) * k.
+            h, spike = h_seq[t], s_seq[t]
+            torch.sub(x_seq[t], v, out=h)
+            if v_reset:
+                h.add_(v_reset)
+            h.mul_(k).add_(v)
+            torch.ge(h, v_threshold, out=spike)
             if v_reset is None:
-                v = h - spike.to(h) * v_threshold
+                v = torch.sub(h, spike, alpha=v_threshold)
+            elif v_reset == 0.0:
+                v = torch.addcmul(h, h, spike, value=-1.0)
             else:
-                v = torch.where(spike, torch.full_like(h, v_reset), h)
+                v = torch.where(spike.bool(), v_reset, h)
         ctx.decay_needs_grad = decay.requires_grad
         kept_x = x_seq if ctx.decay_needs_grad else x_seq.new_empty(0)
         ctx.save_for_backward(kept_x, v0, h_seq, s_seq)

@@ -86,6 +86,14 @@ def test_markers_references_and_control_round_trip() -> None:
     assert ControlReply.read(decode_message(reply.encode())) == reply
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_an_empty_reference_image_is_a_protocol_error(dtype) -> None:
+    """Found by the fuzzer: a float32 reference of size 0 reached numpy's min()."""
+    empty = ReferenceView(1, 0, 0, torch.zeros(3, 0, 16, dtype=dtype)).encode()
+    with pytest.raises(ProtocolError, match=r"\[3, H, W\], H, W > 0"):
+        read_reference(decode_message(empty))
+
+
 def test_messages_of_the_wrong_hop_are_protocol_errors() -> None:
     ctrl = decode_message(StatsRequest().encode())
     for read in (read_from_transmitter, read_from_channel, read_reference):

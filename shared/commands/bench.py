@@ -88,13 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def thread_counts(text: str) -> list[int]:
-    try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
+    """The thread counts of ``--threads``: positive integers, comma-separated."""
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() and int(t) > 0 for t in parts):
         raise ConfigError(f"--threads: got {text!r}; allowed: counts like '1,2'")
-    return counts
+    return [int(t) for t in parts]
 
 
 def timing_rows(

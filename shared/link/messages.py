@@ -388,8 +388,10 @@ class ReferenceView:
     @staticmethod
     def read(msg: Message) -> ReferenceView:
         image = msg.arrays.get("image")
-        if image is None or image.ndim != 3 or image.shape[0] != 3:
-            raise ProtocolError("a reference carries 'image' of shape [3, H, W]")
+        if image is None or image.ndim != 3 or image.shape[0] != 3 or not image.size:
+            raise ProtocolError(
+                "a reference carries 'image' of shape [3, H, W], H, W > 0"
+            )
         view = _check_view(msg.view)
         if image.dtype == np.uint8:
             return ReferenceView(

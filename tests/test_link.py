@@ -556,7 +556,11 @@ def test_the_fault_scenario_accounts_for_every_frame_and_message(
     assert report["bad_messages_sent"] == report["bad_messages_counted"] == 30
     assert report["unauthenticated_accepted"] == 0
     assert set(report["rss_mb"]) == {"channel_sim", "receiver", "transmitter"}
-    assert "bad messages sent / counted" in capsys.readouterr().out
+    assert set(report["rss_after_warmup_mb"]) == set(report["rss_mb"])
+    trace = report["rss_trace_mb"]
+    assert len(trace) == 10 and all(set(s) > set(report["rss_mb"]) for s in trace)
+    assert [s["frames"] for s in trace] == sorted(s["frames"] for s in trace)
+    assert "after a tenth of the soak" in capsys.readouterr().out
 
 
 @pytest.mark.heavy

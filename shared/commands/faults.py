@@ -51,8 +51,10 @@ def table(report: dict) -> str:
     ]
     lines = [f"{label:<32} {value.format(**report)}" for label, value in rows]
     for name, (start, end) in report["rss_mb"].items():
+        warm, _ = report["rss_after_warmup_mb"].get(name, (None, None))
         lines.append(
             f"{'resident memory ' + name:<32} {number(start, 1)} -> {number(end, 1)} MB"
+            f" ({number(warm, 1)} MB after a tenth of the soak)"
         )
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@ frames are sent. While it runs, the scenario
    input) with ``fuzz`` bad messages in all, interleaved with the stream's valid frames;
 4. tries a peer without an allowed key (and one with a key the link does not know)
    against the channel's input, the receiver's reference input and the control socket;
-5. lets the rest of the stream run as a soak and reads the memory again near its end.
+5. lets the rest of the stream run as a soak, reading the memory at every tenth of it
+   (the first tenth is the warm-up) and near its end.
 
 :func:`run_faults` returns the figures ``faults.json`` holds.
 """
@@ -71,6 +72,10 @@ def rss_mb(pid: int) -> float:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
+#: Memory samples over the soak, the first after a tenth of it (the warm-up).
+RSS_SAMPLES = 10
+
+
 @dataclass
 class Tally:
     """What the scenario did and saw, filled in while the link runs."""
@@ -78,6 +83,7 @@ class Tally:
     kills: list[str] = field(default_factory=list)
     rss_start: dict[str, float] = field(default_factory=dict)
     rss_end: dict[str, float] = field(default_factory=dict)
+    rss_trace: list[dict[str, float]] = field(default_factory=list)
     bad_sent: dict[str, int] = field(default_factory=dict)
     channel_dropped_before: int = 0
     control_refused: int = 0
@@ -149,7 +155,11 @@ class Scenario:
         self.fuzz_inputs(connect)
         self.try_intruders()
         total = self.cfg.link.repeat * len(source_pairs(SAMPLE_PAIRS))
-        self.wait_for(lambda: self.logged() >= total - 10, "the end of the soak")
+        soak_start, soak_end = self.logged(), total - 10
+        for i in range(1, RSS_SAMPLES + 1):
+            mark = soak_start + (soak_end - soak_start) * i // RSS_SAMPLES
+            self.wait_for(lambda: self.logged() >= mark, "the end of the soak")
+            self.tally.rss_trace.append({"frames": self.logged(), **self.memory()})
         self.tally.rss_end = self.memory()
 
     def memory(self) -> dict[str, float]:
@@ -355,4 +365,10 @@ def run_faults(model: str, frames: int, fuzz: int, out: Path, seed: int = 0) -> 
             name: [tally.rss_start.get(name), tally.rss_end.get(name)]
             for name in tally.rss_start
         },
+        "rss_after_warmup_mb": {
+            name: [tally.rss_trace[0].get(name), tally.rss_end.get(name)]
+            for name in tally.rss_start
+            if tally.rss_trace
+        },
+        "rss_trace_mb": tally.rss_trace,
     }

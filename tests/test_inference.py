@@ -114,6 +114,7 @@ def tiny_frames(count: int) -> list[Frame]:
 def test_batched_evaluation_equals_frame_by_frame(tiny_checkpoint: Path) -> None:
     model, _ = load_model(tiny_checkpoint)
     accelerate(model, CPU)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     frames = tiny_frames(5)
     one = evaluate(model, frames, [0.0, 10.0], model.channel)
     batched = evaluate(model, frames, [0.0, 10.0], model.channel, batch_size=2)

@@ -10,7 +10,8 @@ path, in place:
 - tensors between layers are channels-last, which the CPU's oneDNN convolutions read
   1.1-1.8x faster than contiguous ones;
 - the model moves to the configured device, and runs under bfloat16 autocast where the
-  precision setting asks for it.
+  precision setting asks for it;
+- on a CPU, glibc keeps freed memory for reuse (:func:`keep_freed_memory`).
 
 The fast path computes the same function up to float rounding: ``spikelink bench``
 measures its PSNR difference from the reference path, and ``tests/test_inference.py``
@@ -19,6 +20,7 @@ bounds it on a bundled pair.
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import torch
@@ -81,6 +83,28 @@ def inference_overrides(settings: InferenceConfig) -> list[str]:
     return [f"infer.{key}={value}" for key, value in plain.items()]
 
 
+#: glibc's ``mallopt`` parameters, and the largest block the heap may serve (glibc's cap).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+HEAP_BLOCK_MAX = 32 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse (true where it agreed).
+
+    By default glibc serves blocks above a few MB with fresh pages from the system and
+    gives them back on free, so every activation of a layer (8-33 MB for the bundled SNN)
+    is faulted in page by page again: 20 % of the SNN's time on this CPU
+    (docs/RESULTS.md). With heap blocks up to :data:`HEAP_BLOCK_MAX` and no trimming, the
+    process keeps its peak memory and reuses it. Without glibc nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    trimmed = libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    return bool(trimmed and libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX))
+
+
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, repeat: int) -> None:
     """Fold ``bn`` (over ``conv``'s output channels grouped by ``repeat``) into ``conv``."""
     stats = [bn.running_mean, bn.running_var, bn.weight, bn.bias]
@@ -129,6 +153,8 @@ def accelerate(model: StereoJSCC, settings: InferenceConfig) -> StereoJSCC:
             fold_batchnorm(model)
         model.memory_format = torch.channels_last
         model.to(memory_format=torch.channels_last)
+        if device.type == "cpu":
+            keep_freed_memory()
         for module in model.modules():
             if is_neuron(module) and hasattr(module, "fast_inference"):
                 module.fast_inference = True

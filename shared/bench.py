@@ -21,7 +21,7 @@ from shared.channel.rng import generator_for
 from shared.config import ChannelConfig, InferenceConfig, load_config
 from shared.data.frames import Frame
 from shared.errors import LinkError
-from shared.evaluation import evaluate, view_through_channel
+from shared.evaluation import batch_through_channel, evaluate, stacked_views
 from shared.link.hop import DecoderInput, send
 from shared.link.launcher import free_tcp_port, run_link
 from shared.link.messages import ChannelView, LatentView, SourceInfo
@@ -45,34 +45,18 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def stacked(frames: Sequence[Frame], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first frame's views repeated ``batch`` times: ``[batch, 3, H, W]`` each."""
-    frame = frames[0]
-    return (
-        frame.left[None].expand(batch, -1, -1, -1).contiguous(),
-        frame.right[None].expand(batch, -1, -1, -1).contiguous(),
-    )
-
-
 def decoder_input(model: StereoJSCC, latent: torch.Tensor) -> DecoderInput:
-    """Both views of every frame of ``latent [2, B, *shape]`` through AWGN at
-    :data:`BENCH_SNR_DB`, left views first."""
-    return DecoderInput.cat(
-        [
-            view_through_channel(
-                model, model.channel, latent[v, i : i + 1], BENCH_SNR_DB, 0, i, v
-            )
-            for v in (0, 1)
-            for i in range(latent.shape[1])
-        ]
-    )
+    """Both views of every frame of ``latent [2, B, *shape]`` through the model's
+    channel at :data:`BENCH_SNR_DB`, as frames 0..B-1 of seed 0."""
+    seqs = range(latent.shape[1])
+    return batch_through_channel(model, model.channel, latent, BENCH_SNR_DB, 0, seqs)
 
 
 def model_timing(
     model: StereoJSCC, frames: Sequence[Frame], batch: int, repeats: int
 ) -> dict[str, float]:
     """Encode and decode time per stereo frame of ``model`` at batch ``batch``."""
-    left, right = stacked(frames, batch)
+    left, right = stacked_views([frames[0]] * batch)
     latent = model.encode(left, right)["latent"]
     received = decoder_input(model, latent)
     return {

@@ -38,6 +38,36 @@ def view_through_channel(
     return receive(model.code, channel, use, snr, tuple(latent.shape[1:]))
 
 
+def stacked_views(frames: Sequence[Frame]) -> tuple[Tensor, Tensor]:
+    """The left and the right views of ``frames`` as two batches ``[B, 3, H, W]``."""
+    return (
+        torch.stack([f.left for f in frames]),
+        torch.stack([f.right for f in frames]),
+    )
+
+
+def batch_through_channel(
+    model: StereoJSCC,
+    channel: WirelessChannel,
+    latent: Tensor,
+    snr_db: float,
+    seed: int,
+    seqs: Sequence[int],
+) -> DecoderInput:
+    """Every view of the frames ``seqs`` (``latent [2, B, *shape]``) through the channel
+    as the link sends them (view ``v`` of frame ``seq`` with the draws of
+    ``generator_for(seed, seq, v)``): the decoder input, left views first."""
+    return DecoderInput.cat(
+        [
+            view_through_channel(
+                model, channel, latent[view, i : i + 1], snr_db, seed, seq, view
+            )
+            for view in (0, 1)
+            for i, seq in enumerate(seqs)
+        ]
+    )
+
+
 def reconstruct_batch(
     model: StereoJSCC,
     channel: WirelessChannel,
@@ -47,21 +77,14 @@ def reconstruct_batch(
     latent: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Encode (unless ``latent [2, B, *shape]`` is given), send every view of the ``B``
-    frames through the channel (view ``v`` of frame ``f`` with the draws of
-    ``generator_for(seed, f.index, v)``), decode them in one batch: ``x_hat_left``,
-    ``x_hat_right`` ``[B, 3, H, W]``."""
+    frames through the channel (:func:`batch_through_channel`), decode them in one
+    batch: ``x_hat_left``, ``x_hat_right`` ``[B, 3, H, W]``."""
     if latent is None:
-        left = torch.stack([f.left for f in frames])
-        right = torch.stack([f.right for f in frames])
-        latent = model.encode(left, right)["latent"]
-    views = [
-        view_through_channel(
-            model, channel, latent[view, i : i + 1], snr_db, seed, frame.index, view
-        )
-        for view in (0, 1)
-        for i, frame in enumerate(frames)
-    ]
-    return model.decode(DecoderInput.cat(views))
+        latent = model.encode(*stacked_views(frames))["latent"]
+    seqs = [f.index for f in frames]
+    return model.decode(
+        batch_through_channel(model, channel, latent, snr_db, seed, seqs)
+    )
 
 
 def reconstruct(
@@ -105,9 +128,7 @@ def evaluate(
     latents, encoder_rates = [], []
     with PartMeter(model, "encoder", measure_energy) as encoder:
         for batch in batches:
-            left = torch.stack([f.left for f in batch])
-            right = torch.stack([f.right for f in batch])
-            latents.append(model.encode(left, right)["latent"])
+            latents.append(model.encode(*stacked_views(batch))["latent"])
             encoder_rates.append(layer_rates(model, "encoder"))
     results = []
     for snr_db in snrs:

@@ -153,6 +153,7 @@ class ReceiverProcess:
         if self.first_size is None:
             self.first_size = size
         activity = first.activity + decoder
+        data_symbols = int(self.model.channel_uses(*size)["n"])
         done = time.time()
         t_tx = min(frame.views[v].delivered.t_tx for v in views)
         return {
@@ -162,6 +163,7 @@ class ReceiverProcess:
             "snr_db": first.settings.snr_db,
             "channel": first.settings.kind,
             "csi": first.settings.csi,
+            "channel_uses": frame.views[views[0]].channel.channel_uses(data_symbols),
             **values,
             "latency_ms": 1000.0 * (done - t_tx),
             "decode_ms": 1000.0 * (time.monotonic() - t0),

@@ -104,11 +104,26 @@ class ChannelConfig:
     subcarriers: int = _bounded(72, 1, None)
     subcarrier_spacing_khz: float = _bounded(30.0, 0.0, None, lo_open=True)
     carrier_ghz: float = _bounded(3.5, 0.0, None, lo_open=True)
-    csi: Literal["perfect", "none"] = "perfect"
+    #: What the receiver knows of the channel: ``perfect`` (h and N0), ``estimated``
+    #: (``ofdm_tdl`` only: h from pilots, ``shared/channel/pilots.py``; N0 known) or
+    #: ``none`` (neither).
+    csi: Literal["perfect", "estimated", "none"] = "perfect"
+    #: ``csi: estimated``: a pilot on every ``pilot_subcarrier_step``-th subcarrier of
+    #: every ``pilot_symbol_step``-th OFDM symbol, and how the estimates are spread over
+    #: the grid (Sionna's interpolators).
+    pilot_subcarrier_step: int = _bounded(4, 1, None)
+    pilot_symbol_step: int = _bounded(7, 1, None)
+    pilot_interpolation: Literal["lin_time_avg", "lin", "nn"] = "lin_time_avg"
     equalizer: Literal["zf", "mmse"] = "mmse"
     flip_prob: float = _bounded(0.01, 0.0, 0.5)
     erasure_prob: float = _bounded(0.01, 0.0, 1.0)
     seed: int = _bounded(0, 0, None)
+
+
+#: What a receiver may know of the channel (``channel.csi``), for command-line choices.
+CSI_MODES: tuple[str, ...] = typing.get_args(
+    typing.get_type_hints(ChannelConfig)["csi"]
+)
 
 
 @dataclass(frozen=True)

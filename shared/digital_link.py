@@ -6,15 +6,18 @@ of one scheme's LDPC codewords (Sionna's 5G NR encoder, rate-matched to the sche
 rate), which are mapped to Gray-coded QAM at unit average power and sent through
 :func:`shared.link.hop.send_symbols` with the view's link generator:
 the same ``n`` complex channel uses, the same fading and the same noise as the JSCC
-models get for that view. With perfect CSI the receiver divides by ``h`` and demaps with
-the noise variance ``N0 / |h|^2`` of each symbol (APP demapper), then runs belief
+models get for that view (with the pilots of estimated CSI in the same places). With
+perfect CSI the receiver divides by ``h`` and demaps with the noise variance
+``N0 / |h|^2`` of each symbol (APP demapper; with estimated CSI the estimate and its
+error variance take the place of ``h`` and ``N0``), then runs belief
 propagation (20 iterations). A view with a codeword in error is lost and shown as its
 per-channel mean, the convention of the capacity baseline; the error is found by
 comparing with what was sent, which stands for the CRC a real link carries. The
 transmitter does not know ``h``: one scheme serves every view of an SNR point, so a deep
 fade loses the view (the cliff). A scheme whose information rate exceeds the capacity
-``log2(1 + |h|^2 SNR)`` of the view's channel is not decoded and the view counts as lost:
-by the converse of the coding theorem no code gets it through (a test checks that the
+``log2(1 + |h|^2 SNR)`` of the view's channel (as the receiver knows it: estimated
+from the pilots under estimated CSI) is not decoded and the view counts as lost: by the
+converse of the coding theorem no code gets it through (a test checks that the
 decoder indeed fails there). Sionna is imported here alone: it takes seconds.
 """
 
@@ -158,9 +161,12 @@ def through_channel(
 ) -> tuple[Tensor, Tensor]:
     """``x : [1, n]`` complex symbols through the link's channel; returns the equalised
     symbols and the noise variance of each (``[1, n]``, ``N0 / |h|^2`` with perfect
-    CSI, the nominal ``N0`` otherwise)."""
-    use = send_symbols(channel, x, torch.tensor([snr_db]), generator)
+    CSI, ``(N0 + e) / |h_hat|^2`` with the estimate ``h_hat`` of estimated CSI and its
+    error variance ``e``, the nominal ``N0`` without CSI)."""
+    use = channel.estimate(send_symbols(channel, x, torch.tensor([snr_db]), generator))
     noise_var = use.noise_var.reshape(-1, 1).expand(use.y.shape)
+    if use.error_var is not None:
+        noise_var = noise_var + use.error_var
     if use.h is None:
         return use.y, noise_var
     gain = (use.h.real.square() + use.h.imag.square()).clamp_min(1e-12)

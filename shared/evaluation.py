@@ -22,6 +22,14 @@ from shared.measure.quality import frame_quality, summarise
 from shared.model.jscc import StereoJSCC
 
 
+def on_air(uses: dict, channel: WirelessChannel) -> dict:
+    """A model's ``uses`` per view (``n`` data symbols, ``k`` source values, ``rho``)
+    with ``n`` and ``rho`` counting what goes on air through ``channel``: its pilots
+    too under estimated CSI (docs/CONVENTIONS.md)."""
+    n = channel.channel_uses(int(uses["n"]))
+    return {"n": n, "k": uses["k"], "rho": n / uses["k"]}
+
+
 def view_through_channel(
     model: StereoJSCC,
     channel: WirelessChannel,

@@ -31,7 +31,7 @@ from shared.channel.wireless import WirelessChannel
 from shared.config import Config, InferenceConfig, load_config
 from shared.data.frames import Frame
 from shared.errors import ConfigError, LinkError
-from shared.evaluation import evaluate, reconstruct
+from shared.evaluation import evaluate, on_air, reconstruct
 from shared.link.control import ControlClient
 from shared.link.launcher import Control, run_link
 from shared.measure.quality import frame_quality, summarise
@@ -141,7 +141,7 @@ def sweep_in_process(
                 spec.csi,
                 snr_db,
                 metrics,
-                uses,
+                on_air(uses, channel),
                 spec.per_point,
                 result["energy_pj_per_frame"],
                 result["firing_rate"],
@@ -226,11 +226,7 @@ def records_from_link(
 ) -> list[dict[str, Any]]:
     """Group the receiver's per-frame records by the setting each frame was sent with."""
     per_frame = [json.loads(line) for line in frames_path.read_text().splitlines()]
-    uses = {
-        "n": summary["channel_uses_per_view"],
-        "k": summary["source_values_per_view"],
-        "rho": summary["rho"],
-    }
+    source_values = summary["source_values_per_view"]
     out = []
     for p, (channel, snr_db) in enumerate(spec.points):
         seqs = range(p * spec.per_point, (p + 1) * spec.per_point)
@@ -249,6 +245,8 @@ def records_from_link(
             "cnn_twin": summary["energy_pj_per_frame"]["cnn_twin"],
         }
         rate = sum(r["firing_rate"] for r in group) / len(group)
+        n = group[0]["channel_uses"]
+        uses = {"n": n, "k": source_values, "rho": n / source_values}
         record = _record(
             system,
             kind,
@@ -371,13 +369,15 @@ def sweep_baseline(
     codec: str,
     frames: Sequence[Frame],
     spec: SweepSpec,
-    channel_uses: int,
+    data_symbols: int,
     source_values: int,
     progress: Progress = lambda n: None,
 ) -> list[dict[str, Any]]:
-    """A codec at the capacity budget of each view (instantaneous SNR for block fading)."""
+    """A codec at the capacity budget of each view (instantaneous SNR for block fading)
+    of the channel uses a model with ``data_symbols`` per view takes, pilots included."""
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
+        channel_uses = WirelessChannel(kind, csi=spec.csi).channel_uses(data_symbols)
 
         def at_capacity(frame: Frame, view: int, image: torch.Tensor):
             coded = coded_at_capacity(
@@ -399,7 +399,7 @@ def sweep_digital_baseline(
     baseline: str,
     frames: Sequence[Frame],
     spec: SweepSpec,
-    channel_uses: int,
+    data_symbols: int,
     source_values: int,
     progress: Progress = lambda n: None,
 ) -> list[dict[str, Any]]:
@@ -407,15 +407,17 @@ def sweep_digital_baseline(
     realisations (:mod:`shared.digital_link`). Every scheme of ``SCHEMES`` is tried at
     each point and the best mean PSNR is reported, with its scheme (``scheme``), every
     scheme's mean PSNR (``schemes``) and the views it showed as their mean colour
-    (``views_lost``: lost to a codeword error, or with no codec file small enough)."""
+    (``views_lost``: lost to a codeword error, or with no codec file small enough).
+    Each view carries ``data_symbols`` QAM symbols, and the pilots of estimated CSI."""
     from shared.digital_link import SCHEMES, DigitalLink, send_view  # Sionna: seconds
 
     codec = baseline.removesuffix(LDPC_SUFFIX)
-    links = [DigitalLink(scheme, channel_uses) for scheme in SCHEMES]
+    links = [DigitalLink(scheme, data_symbols) for scheme in SCHEMES]
     files: dict[tuple[str, int, int], bytes | None] = {}
     out = []
     for p, (kind, snr_db) in enumerate(spec.points):
         channel = WirelessChannel(kind, csi=spec.csi)
+        channel_uses = channel.channel_uses(data_symbols)
         by_scheme = {}
         for link in links:
 
@@ -460,9 +462,11 @@ def example_reconstructions(
     csi: str,
     snrs: Sequence[float],
     seed: int,
-    channel_uses: int,
+    data_symbols: int,
 ) -> dict[str, list[tuple[float, torch.Tensor]]]:
-    """Left-view reconstructions of one frame by every system at a few SNRs."""
+    """Left-view reconstructions of one frame by every system at a few SNRs (the
+    codecs at the capacity of the channel uses of ``data_symbols`` and any pilots)."""
+    channel_uses = WirelessChannel(channel, csi=csi).channel_uses(data_symbols)
     out: dict[str, list[tuple[float, torch.Tensor]]] = {}
     for name, model in models.items():
         wireless = WirelessChannel(channel, model.code.signalling, csi=csi)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from shared.baselines import is_digital
 from shared.channel.ofdm import OfdmTdl
+from shared.channel.pilots import PilotGrid
 from shared.config import InferenceConfig
 from shared.data.frames import load_frames
 from shared.errors import ConfigError
@@ -158,8 +159,8 @@ def write_report(
         f"- data: `{request.data}`, {frames} stereo pairs x {request.passes} passes per "
         f"point (new noise and fading each pass), evaluation crop {size[0]}x{size[1]}; "
         f"mode: {request.mode}; CSI: {request.csi}; channel seed {request.seed}",
-        f"- channel uses per view n = {first['channel_uses']}, source values k = "
-        f"{first['source_values']}, rho = n/k = {first['rho']:.5f}",
+        f"- channel uses per view n = {first['channel_uses']} (pilots included), "
+        f"source values k = {first['source_values']}, rho = n/k = {first['rho']:.5f}",
         "- SNR is Es/N0 per complex symbol; PSNR and MS-SSIM (win 7) are the mean over "
         "pairs of the mean over both views; baselines code each view at "
         "n log2(1 + SNR) bits (instantaneous SNR under block fading), mean colour when "
@@ -168,8 +169,14 @@ def write_report(
         "table at each SNR and a view lost to a codeword error shown as its mean colour.",
         *(
             [
-                f"- ofdm_tdl: {OfdmTdl().describe()}; its capacity baseline sums log2(1 + "
-                "|h_i|^2 SNR) over the view's resource elements."
+                f"- ofdm_tdl: {OfdmTdl().describe()}; "
+                + (
+                    PilotGrid().describe()
+                    if request.csi == "estimated"
+                    else f"{request.csi} CSI, no pilots"
+                )
+                + "; its capacity baseline sums log2(1 + |h_i|^2 SNR) over the view's "
+                "resource elements."
             ]
             if "ofdm_tdl" in request.channels
             else []

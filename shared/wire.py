@@ -33,8 +33,9 @@ import numpy as np
 
 from shared.errors import WireError
 
-#: 2: a channel view's settings carry the OFDM TDL fields of ``ofdm_tdl``.
-WIRE_VERSION = 2
+#: 2: a channel view's settings carry the OFDM TDL fields of ``ofdm_tdl``; 3: and its
+#: pilot fields (``csi: estimated``), whose pilots travel in ``y``.
+WIRE_VERSION = 3
 MESSAGE_TYPES = ("data", "eos", "hb", "ctrl")
 VIEWS = (-1, 0, 1)
 DTYPES = frozenset({"|u1", "<u2", "<i4", "<f2", "<f4", "<f8", "<c8"})

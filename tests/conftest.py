@@ -217,11 +217,14 @@ def latent_view(code, seq: int = 0, view: int = 0, model=None) -> LatentView:
 
 
 def delivered(
-    sent: LatentView, kind: str = "rayleigh_block", snr_db: float = 4.0
+    sent: LatentView,
+    kind: str = "rayleigh_block",
+    snr_db: float = 4.0,
+    csi: str = "perfect",
 ) -> ChannelView:
     """What the channel delivers for ``sent`` over ``kind`` at ``snr_db`` (seed 0)."""
     settings = dataclasses.replace(
-        load_config("tiny").channel, kind=kind, snr_db=snr_db
+        load_config("tiny").channel, kind=kind, snr_db=snr_db, csi=csi
     )
     channel = WirelessChannel.for_code(settings, sent.code)
     use = send(

@@ -53,8 +53,11 @@ def test_a_view_arrives_intact_above_the_threshold_and_is_lost_below(view) -> No
     link = DigitalLink(SIXTEEN_QAM_3_4, USES)
     quality, file = file_at_budget(view, "jpeg2000", link.layout.payload_bytes)
     assert quality is not None
-    for kind in ("awgn", "rayleigh_block"):
-        channel = WirelessChannel(kind)
+    for channel in (
+        WirelessChannel("awgn"),
+        WirelessChannel("rayleigh_block"),
+        WirelessChannel("ofdm_tdl", csi="estimated"),
+    ):
         shown, arrived = send_view(
             view, file, link, channel, 30.0, generator_for(0, 1, 0)
         )

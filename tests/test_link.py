@@ -42,6 +42,7 @@ from shared.link.messages import (
 )
 from shared.link.security import create_keys
 from shared.model.checkpoint import load_model
+from shared.model.inference import load_for_inference
 from shared.wire import WIRE_VERSION, Message, decode_message, encode_message, frame_of
 from transmitter.source import frames as source_frames
 
@@ -77,13 +78,13 @@ def read_frames(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "transport, channel, checkpoint, security",
+    "transport, channel, csi, checkpoint, security",
     [
-        ("tcp", "rayleigh_block", "tiny_checkpoint", "none"),
-        ("ipc", "awgn", "tiny_checkpoint", "none"),
-        ("tcp", "awgn", "tiny_bpsk_checkpoint", "none"),
-        ("ipc", "bsc", "tiny_bpsk_checkpoint", "none"),
-        ("tcp", "awgn", "tiny_checkpoint", "curve"),
+        ("tcp", "rayleigh_block", "perfect", "tiny_checkpoint", "none"),
+        ("ipc", "ofdm_tdl", "estimated", "tiny_checkpoint", "none"),
+        ("tcp", "awgn", "perfect", "tiny_bpsk_checkpoint", "none"),
+        ("ipc", "bsc", "none", "tiny_bpsk_checkpoint", "none"),
+        ("tcp", "awgn", "perfect", "tiny_checkpoint", "curve"),
     ],
 )
 def test_link_equals_in_process_evaluation(
@@ -91,11 +92,13 @@ def test_link_equals_in_process_evaluation(
     request,
     transport: str,
     channel: str,
+    csi: str,
     checkpoint: str,
     security: str,
 ) -> None:
     """Both latent codes through the three processes give the in-process numbers, and
-    so do sockets with CURVE encryption."""
+    so do sockets with CURVE encryption and OFDM with pilot-based estimation (whose
+    pilots count in each frame's channel uses)."""
     model_path = request.getfixturevalue(checkpoint)
     create_keys(tmp_path / "keys")
     cfg = link_config(
@@ -103,6 +106,7 @@ def test_link_equals_in_process_evaluation(
         model_path,
         "channel.snr_db=3.0",
         f"channel.kind={channel}",
+        f"channel.csi={csi}",
         "channel.seed=11",
         "link.save_grid=true",
         f"link.security={security}",
@@ -121,13 +125,16 @@ def test_link_equals_in_process_evaluation(
     assert (tmp_path / "frames" / "000003_right.png").exists()
     assert (tmp_path / "grid" / "000000.png").exists()
 
-    model, _ = load_model(model_path)
+    model, _ = load_for_inference(model_path, cfg.infer)  # the receiver's path
     frames = [f for f, _ in source_frames(cfg, model.stride)]
     channel_model = WirelessChannel.for_code(cfg.channel, model.code)
     expected = evaluate(
         model, frames, [3.0], channel_model, seed=11, measure_energy=False
     )[0]["frames"]
     got = {r["seq"]: r for r in read_frames(tmp_path)}
+    on_air = channel_model.channel_uses(1536)
+    assert {r["channel_uses"] for r in got.values()} == {on_air}
+    assert (on_air > 1536) == (csi == "estimated")
     for record in expected:
         for side in ("left", "right"):
             assert (

@@ -67,6 +67,22 @@ def test_view_messages_round_trip(code) -> None:
     assert got.t_tx == sent.t_sent
 
 
+def test_estimated_csi_views_carry_their_pilots_and_no_channel() -> None:
+    """Under estimated CSI the received pilots travel in ``y`` and no ``h`` does; a
+    ``y`` of the data symbols alone is a protocol error."""
+    sent = latent_view(CountPAM(4))
+    out = delivered(sent, "ofdm_tdl", csi="estimated")
+    data_symbols = sent.latent.size // 2
+    assert out.use.h is None and out.use.y.shape[1] > data_symbols
+    got = read_from_channel(decode_message(out.encode()))
+    assert torch.equal(got.use.y, out.use.y) and got.settings.csi == "estimated"
+    short = dataclasses.replace(
+        out, use=dataclasses.replace(out.use, y=out.use.y[:, :data_symbols])
+    )
+    with pytest.raises(ProtocolError, match="estimated CSI"):
+        read_from_channel(decode_message(short.encode()))
+
+
 def test_markers_references_and_control_round_trip() -> None:
     assert read_from_channel(decode_message(EndOfStream(1, 9).encode())) == (
         EndOfStream(1, 9)

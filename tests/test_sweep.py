@@ -24,7 +24,7 @@ from shared.data.frames import load_frames
 from shared.digital_link import SCHEMES
 from shared.errors import ConfigError
 from shared.model.checkpoint import load_model
-from shared.sweep import SweepSpec, sweep_in_process, sweep_link
+from shared.sweep import SweepSpec, sweep_baseline, sweep_in_process, sweep_link
 
 
 def test_bits_per_view_follow_capacity() -> None:
@@ -83,16 +83,17 @@ def test_snr_lists_and_ranges() -> None:
         parse_snrs("nan")
 
 
+def tiny_model_and_samples(checkpoint: Path, pairs: int) -> tuple:
+    """The model of ``checkpoint`` and the first ``pairs`` bundled sample pairs at its
+    image size."""
+    model, cfg = load_model(checkpoint)
+    size = (cfg.data.image_height, cfg.data.image_width)
+    return model, load_frames(str(SAMPLES / "stereo"), None, *size, limit=pairs)
+
+
 @pytest.mark.heavy
 def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    model, cfg = load_model(tiny_checkpoint)
-    frames = load_frames(
-        str(SAMPLES / "stereo"),
-        None,
-        cfg.data.image_height,
-        cfg.data.image_width,
-        limit=2,
-    )
+    model, frames = tiny_model_and_samples(tiny_checkpoint, 2)
     spec = SweepSpec(
         (("awgn", 0.0), ("rayleigh_block", 5.0), ("ofdm_tdl", 5.0)),
         "perfect",
@@ -109,6 +110,21 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
         assert a["frames"] == b["frames"] == 4 and b["frames_lost"] == 0
         for side in ("left", "right", "mean"):
             assert abs(a["psnr_db"][side] - b["psnr_db"][side]) < 1e-4
+
+
+def test_pilots_count_in_every_systems_channel_uses(tiny_checkpoint: Path) -> None:
+    """Under estimated CSI a model's records and a codec's budget both count the
+    pilots: the same n and rho for every system."""
+    model, frames = tiny_model_and_samples(tiny_checkpoint, 1)
+    spec = SweepSpec((("ofdm_tdl", 5.0),), "estimated", 3, 1)
+    n = WirelessChannel("ofdm_tdl", csi="estimated").channel_uses(1536)
+    coded = sweep_baseline("jpeg", frames, spec, 1536, 24576)
+    for record in sweep_in_process(model, "tiny", frames, spec) + coded:
+        assert (record["channel_uses"], record["rho"]) == (n, n / 24576)
+    with pytest.raises(ConfigError, match="channel.csi"):
+        sweep_in_process(
+            model, "tiny", frames, SweepSpec((("awgn", 5.0),), "estimated", 3, 1)
+        )
 
 
 @pytest.mark.heavy

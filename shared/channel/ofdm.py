@@ -9,8 +9,9 @@ flat-fading channel per resource element: correlated across neighbouring subcarr
 the delay spread, and across OFDM symbols by the Doppler of ``speed_mps``. The cyclic
 prefix (:data:`CYCLIC_PREFIX` of the symbol) is taken to be longer than the channel's
 delays, so there is no inter-symbol interference; it is not counted in the channel uses.
-The receiver knows ``H`` (perfect CSI) or nothing (``csi: none``); pilot-based
-estimation is not modelled.
+The receiver knows ``H`` (perfect CSI), estimates it from pilots that take resource
+elements of the view (``csi: estimated``, :mod:`shared.channel.pilots`), or knows
+nothing (``csi: none``).
 
 Sionna's TDL draws its path gains, Doppler shifts and phases from the generator it is
 given, the view's own (``generator_for(seed, seq, view)``), so the channel process,
@@ -50,7 +51,7 @@ class OfdmTdl:
             f"{self.speed_mps:g} m/s, {self.subcarriers} subcarriers at "
             f"{self.subcarrier_spacing_khz:g} kHz (FFT size {self.subcarriers}), "
             f"carrier {self.carrier_ghz:g} GHz, cyclic prefix {CYCLIC_PREFIX:.1%} of a "
-            "symbol (not counted in n), no pilots"
+            "symbol (not counted in n)"
         )
 
     @property

@@ -25,6 +25,7 @@ from shared.channel.fading import (
 )
 from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
 from shared.channel.ofdm import OfdmTdl
+from shared.channel.pilots import PilotGrid, layout, layout_of
 from shared.channel.power import complex_to_real, normalize_power, real_to_complex
 from shared.config import ChannelConfig
 from shared.errors import ConfigError
@@ -45,12 +46,16 @@ class ChannelUse:
     y : [N, n] complex received symbols, or [N, L] float in {-1, 0, +1} for bit channels
         (0 = erased)
     noise_var : [N] float, noise variance per complex symbol (nominal SNR)
-    h : [N, 1] or [N, n] complex fading coefficients when CSI is perfect, else None
+    h : [N, 1] or [N, n] complex fading coefficients when CSI is perfect, the channel
+        estimated from pilots (``csi: estimated``, after :meth:`WirelessChannel.estimate`),
+        else None
+    error_var : [N, n] float, variance of the estimate's error (estimated CSI), else None
     """
 
     y: Tensor
     noise_var: Tensor
     h: Tensor | None
+    error_var: Tensor | None = None
 
 
 class WirelessChannel(nn.Module):
@@ -61,14 +66,16 @@ class WirelessChannel(nn.Module):
     kind : 'awgn' | 'rayleigh_block' | 'rayleigh_fast' | 'rician_block' | 'ofdm_tdl' | 'bsc'
         | 'erasure'
     signalling : 'analog' (real amplitudes, e.g. count-PAM) or 'bits' (binary spikes)
-    csi : 'perfect' (receiver knows h and the noise variance) or 'none'
+    csi : 'perfect' (receiver knows h and the noise variance), 'estimated' (``ofdm_tdl``
+        only: h estimated from pilots, which take channel uses; N0 known) or 'none'
     equalizer : 'zf' | 'mmse', used for analog signalling with perfect CSI
     rician_k : float, K factor (linear) of ``rician_block``
     flip_prob, erasure_prob : float, parameters of ``bsc`` and ``erasure``
     ofdm : OfdmTdl, resource grid and TDL model of ``ofdm_tdl``
+    pilots : PilotGrid, the pilots of ``csi: estimated``
 
     Raises ConfigError naming ``channel.kind`` for a bit-level channel with analog
-    signalling.
+    signalling, and ``channel.csi`` for estimated CSI on a channel without pilots.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class WirelessChannel(nn.Module):
         flip_prob: float = 0.01,
         erasure_prob: float = 0.01,
         ofdm: OfdmTdl = OfdmTdl(),
+        pilots: PilotGrid = PilotGrid(),
     ) -> None:
         super().__init__()
         if kind in BIT_CHANNELS and signalling != "bits":
@@ -90,6 +98,12 @@ class WirelessChannel(nn.Module):
                 f"latent with {signalling} signalling; allowed: bit-level channels "
                 f"need model.latent {' or '.join(repr(n) for n in bit_codes)}"
             )
+        if csi == "estimated" and kind != "ofdm_tdl":
+            raise ConfigError(
+                f"config key 'channel.csi': got 'estimated' for channel.kind '{kind}'; "
+                "allowed: 'estimated' only with 'ofdm_tdl' (the channel with pilots), "
+                "'perfect' or 'none' with any channel"
+            )
         self.kind = kind
         self.signalling = signalling
         self.csi = csi
@@ -98,6 +112,7 @@ class WirelessChannel(nn.Module):
         self.flip_prob = flip_prob
         self.erasure_prob = erasure_prob
         self.ofdm = ofdm
+        self.pilots = pilots
 
     @classmethod
     def for_code(cls, cfg: ChannelConfig, code: LatentCode) -> "WirelessChannel":
@@ -118,6 +133,11 @@ class WirelessChannel(nn.Module):
                 cfg.subcarrier_spacing_khz,
                 cfg.carrier_ghz,
             ),
+            pilots=PilotGrid(
+                cfg.pilot_subcarrier_step,
+                cfg.pilot_symbol_step,
+                cfg.pilot_interpolation,
+            ),
         )
 
     def extra_repr(self) -> str:
@@ -126,17 +146,44 @@ class WirelessChannel(nn.Module):
             f"equalizer={self.equalizer}"
         )
 
+    def channel_uses(self, n: int) -> int:
+        """Complex channel uses of a view of ``n`` data symbols: ``n`` plus its pilots
+        under estimated CSI (docs/CONVENTIONS.md), ``n`` otherwise."""
+        if self.csi != "estimated":
+            return n
+        return self.pilots.channel_uses(n, self.ofdm.subcarriers)
+
     # ------------------------------------------------------------------ stages
 
     def transmit(self, x: Tensor) -> Tensor:
-        """Modulate and normalise: ``[N, L]`` real to ``[N, L/2]`` complex at Es = 1.
+        """Modulate and normalise: ``[N, L]`` real to ``[N, L/2]`` complex at Es = 1,
+        then :meth:`place` the pilots (``[N, M]``, :meth:`channel_uses`).
 
         Bit channels pass the bits through unchanged (``[N, L]`` float in {0, 1}).
         """
         if self.kind in BIT_CHANNELS:
             return x
         amplitude = bpsk(x) if self.signalling == "bits" else x
-        return normalize_power(real_to_complex(amplitude))
+        return self.place(normalize_power(real_to_complex(amplitude)))
+
+    def place(self, z: Tensor) -> Tensor:
+        """Data symbols ``z : [N, n]`` at unit power to the ``[N, M]`` symbols sent:
+        with the pilots in place under estimated CSI, unchanged otherwise."""
+        if self.csi != "estimated":
+            return z
+        return layout(self.pilots, self.ofdm.subcarriers, z.shape[1]).insert(z)
+
+    def estimate(self, use: ChannelUse) -> ChannelUse:
+        """Under estimated CSI, the data symbols of ``use`` (``y : [N, M]``) with the
+        channel estimated from its pilots and the error variance of each estimate
+        (``[N, n]``); ``use`` itself otherwise.
+
+        Raises ValueError when ``M`` is not the length of a view on the pilot grid."""
+        if self.csi != "estimated":
+            return use
+        pilots = layout_of(self.pilots, self.ofdm.subcarriers, use.y.shape[1])
+        y, h_hat, error_var = pilots.estimate(use.y, use.noise_var)
+        return ChannelUse(y, use.noise_var, h_hat, error_var)
 
     def propagate(
         self, z: Tensor, snr_db: Tensor, generator: torch.Generator | None = None
@@ -162,21 +209,22 @@ class WirelessChannel(nn.Module):
             return use.y * (1.0 - 2.0 * self.flip_prob)
         if self.kind == "erasure":
             return use.y
+        use = self.estimate(use)
         if self.signalling == "bits":
             matched = use.y if use.h is None else use.h.conj() * use.y
             return soft_bits(
                 bpsk_llr(complex_to_real(matched), BIT_AMPLITUDE, use.noise_var)
             )
-        z_hat = (
-            use.y
-            if use.h is None
-            else equalize(use.y, use.h, use.noise_var, self.equalizer)
-        )
-        return complex_to_real(z_hat)
+        if use.h is None:
+            return complex_to_real(use.y)
+        noise_var = use.noise_var
+        if use.error_var is not None:
+            noise_var = noise_var.to(use.y.device)[:, None] + use.error_var
+        return complex_to_real(equalize(use.y, use.h, noise_var, self.equalizer))
 
     def snr_known_db(self, snr_db: Tensor, use: ChannelUse) -> Tensor | None:
         """SNR given to the decoder: instantaneous for block fading, None without CSI."""
-        if self.csi != "perfect" or self.kind in BIT_CHANNELS:
+        if self.csi == "none" or self.kind in BIT_CHANNELS:
             return None
         if self.kind in BLOCK_FADING and use.h is not None:
             gain = use.h.real.square() + use.h.imag.square()

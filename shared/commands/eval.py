@@ -26,9 +26,10 @@ from shared.commands.common import (
     parse_snrs,
     write_json,
 )
+from shared.config import CSI_MODES
 from shared.data.frames import load_frames, mismatched
 from shared.errors import SpikeLinkError
-from shared.evaluation import evaluate
+from shared.evaluation import evaluate, on_air
 from shared.model.inference import batch_frames, load_for_inference
 
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="awgn, rayleigh_block, rayleigh_fast, "
         "rician_block, ofdm_tdl, bsc, erasure (default: the model's)",
     )
-    p.add_argument("--csi", default=None, choices=["perfect", "none"])
+    p.add_argument("--csi", default=None, choices=CSI_MODES)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -97,7 +98,7 @@ def run_eval(args: argparse.Namespace) -> dict:
     frames = load_frames(args.data, args.root, height, width, args.frames, args.layout)
     if args.pairing == "mismatched":
         frames = mismatched(frames)
-    uses = model.channel_uses(height, width)
+    uses = on_air(model.channel_uses(height, width), model.channel)
     records = evaluate(
         model,
         frames,

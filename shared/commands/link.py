@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from shared.commands.common import attach_negative_values
-from shared.config import Config, add_config_arguments, load_config
+from shared.config import CSI_MODES, Config, add_config_arguments, load_config
 from shared.errors import ConfigError
 from shared.formatting import number
 from shared.link.launcher import run_link
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel",
         help="awgn, rayleigh_block, rayleigh_fast, rician_block, ofdm_tdl, bsc, erasure",
     )
-    p.add_argument("--csi", choices=["perfect", "none"])
+    p.add_argument("--csi", choices=CSI_MODES)
     p.add_argument("--seed", type=int, help="channel seed")
     p.add_argument("--crop", choices=["eval", "native"])
     p.add_argument(

@@ -24,6 +24,7 @@ from shared.commands.common import (
     inference_config,
     parse_snrs,
 )
+from shared.config import CSI_MODES
 from shared.errors import ConfigError, SpikeLinkError
 from shared.sweep_report import SweepRequest, run_sweep
 
@@ -48,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--snrs", default="-5:15:2.5", help="SNRs in dB: list or START:STOP:STEP"
     )
     p.add_argument("--channels", default="awgn", help="comma-separated channel kinds")
-    p.add_argument("--csi", default="perfect", choices=["perfect", "none"])
+    p.add_argument(
+        "--csi",
+        default="perfect",
+        choices=CSI_MODES,
+        help="estimated: from pilots, ofdm_tdl only",
+    )
     p.add_argument(
         "--baselines",
         default=",".join(CODECS),

@@ -74,9 +74,10 @@ def send_symbols(
     generator: torch.Generator | None = None,
 ) -> ChannelUse:
     """Symbols that are already channel symbols at unit average power (a digital
-    baseline's QAM, ``z : [N, n]`` complex) through the fading and noise of :func:`send`,
-    drawn in the same order: the same generator gives them a latent's channel."""
-    return channel.propagate(z, snr_db, generator)
+    baseline's QAM, ``z : [N, n]`` complex), with the channel's pilots when it has them,
+    through the fading and noise of :func:`send`, drawn in the same order: the same
+    generator gives them a latent's channel."""
+    return channel.propagate(channel.place(z), snr_db, generator)
 
 
 def receive(

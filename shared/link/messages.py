@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shared.channel.wireless import ChannelUse
+from shared.channel.wireless import ChannelUse, WirelessChannel
 from shared.config import ChannelConfig, section_from_dict
 from shared.errors import ConfigError, ProtocolError
 from shared.latent import LatentCode, latent_code
@@ -58,6 +58,9 @@ CHANNEL_FIELDS = {
     "subcarriers": "subcarriers",
     "subcarrier_spacing_khz": "subcarrier_spacing_khz",
     "carrier_ghz": "carrier_ghz",
+    "pilot_subcarrier_step": "pilot_subcarrier_step",
+    "pilot_symbol_step": "pilot_symbol_step",
+    "pilot_interpolation": "pilot_interpolation",
     "seed": "seed",
 }
 
@@ -324,10 +327,15 @@ class ChannelView:
             )
         values = int(np.prod(shape.astype(np.int64)))
         per_symbol = 2 if y.dtype == np.complex64 else 1
-        if y.size * per_symbol != values:
+        try:
+            channel = WirelessChannel.for_code(settings, code)
+        except ConfigError as exc:
+            raise ProtocolError(f"channel settings: {exc}") from None
+        symbols = channel.channel_uses(values // per_symbol)
+        if values % per_symbol or y.size != symbols:
             raise ProtocolError(
-                f"'y' holds {y.size * per_symbol} values, latent_shape "
-                f"{shape.tolist()} needs {values}"
+                f"'y' holds {y.size} symbols, latent_shape {shape.tolist()} needs "
+                f"{symbols} on channel {settings.kind!r} with {settings.csi} CSI"
             )
         h = msg.arrays.get("h")
         if h is not None and (

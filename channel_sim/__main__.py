@@ -72,12 +72,12 @@ class ChannelProcess:
 
     def apply(self, sent: LatentView) -> ChannelView:
         """The channel's output for one view from the transmitter."""
-        settings = self.settings.at(sent.seq)
         try:
+            settings = self.settings.at(sent.seq)
             channel = WirelessChannel.for_code(settings, sent.code)
         except ConfigError as exc:
             raise ProtocolError(
-                f"latent {sent.code.name!r} over channel {settings.kind!r}: {exc}"
+                f"latent {sent.code.name!r} at frame {sent.seq}: {exc}"
             ) from None
         use = send_through(
             sent.code,

@@ -119,6 +119,24 @@ class ChannelConfig:
     erasure_prob: float = _bounded(0.01, 0.0, 1.0)
     seed: int = _bounded(0, 0, None)
 
+    def __post_init__(self) -> None:
+        check_csi(self.kind, self.csi)
+
+
+#: Channels whose receiver can estimate ``h`` from pilots (``csi: estimated``).
+PILOT_CHANNELS = ("ofdm_tdl",)
+
+
+def check_csi(kind: str, csi: str) -> None:
+    """ConfigError naming ``channel.csi`` for estimated CSI on a channel without
+    pilots."""
+    if csi == "estimated" and kind not in PILOT_CHANNELS:
+        raise ConfigError(
+            f"config key 'channel.csi': got 'estimated' for channel.kind '{kind}'; "
+            f"allowed: 'estimated' only with {', '.join(map(repr, PILOT_CHANNELS))} "
+            "(the channels with pilots), 'perfect' or 'none' with any channel"
+        )
+
 
 #: What a receiver may know of the channel (``channel.csi``), for command-line choices.
 CSI_MODES: tuple[str, ...] = typing.get_args(

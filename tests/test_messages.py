@@ -224,6 +224,22 @@ def test_fuzzed_control_requests_get_a_reply(channel: ChannelProcess, data) -> N
     assert isinstance(reply, ControlReply) and (reply.ok or reply.error)
 
 
+def test_estimated_csi_without_pilots_is_refused_and_never_crashes_the_channel() -> (
+    None
+):
+    """Set now, estimated CSI on AWGN is refused with its reason; scheduled changes that
+    meet in such a setting make that frame a counted protocol error."""
+    channel = ChannelProcess(load_config("tiny"), logging.getLogger("csi"), StopFlag())
+    reply = channel.control(SetRequest({"csi": "estimated"}).encode())
+    assert not reply.ok and "channel.csi" in reply.error
+    assert channel.control(SetRequest({"channel": "awgn"}, from_seq=5).encode()).ok
+    ofdm = {"channel": "ofdm_tdl", "csi": "estimated"}
+    assert channel.control(SetRequest(ofdm).encode()).ok
+    assert isinstance(channel.apply(latent_view(CountPAM(4), 4)), ChannelView)
+    with pytest.raises(ProtocolError, match="frame 5: config key 'channel.csi'"):
+        channel.apply(latent_view(CountPAM(4), 5))
+
+
 def test_the_fuzzer_makes_only_messages_the_hop_rejects() -> None:
     base = latent_view(CountPAM(4), 3).encode()
     frames = list(bad_frames(base, read_from_transmitter, 50, seed=1, max_bytes=2**17))

@@ -27,7 +27,7 @@ from shared.channel.modulation import bpsk, bpsk_llr, soft_bits
 from shared.channel.ofdm import OfdmTdl
 from shared.channel.pilots import PilotGrid, layout, layout_of
 from shared.channel.power import complex_to_real, normalize_power, real_to_complex
-from shared.config import ChannelConfig
+from shared.config import ChannelConfig, check_csi
 from shared.errors import ConfigError
 from shared.latent import LATENT_CODES, LatentCode, Signalling
 
@@ -98,12 +98,7 @@ class WirelessChannel(nn.Module):
                 f"latent with {signalling} signalling; allowed: bit-level channels "
                 f"need model.latent {' or '.join(repr(n) for n in bit_codes)}"
             )
-        if csi == "estimated" and kind != "ofdm_tdl":
-            raise ConfigError(
-                f"config key 'channel.csi': got 'estimated' for channel.kind '{kind}'; "
-                "allowed: 'estimated' only with 'ofdm_tdl' (the channel with pilots), "
-                "'perfect' or 'none' with any channel"
-            )
+        check_csi(kind, csi)
         self.kind = kind
         self.signalling = signalling
         self.csi = csi

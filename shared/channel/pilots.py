@@ -11,8 +11,11 @@ pilots before that point included: pilots are channel uses and count in ``n`` an
 The receiver knows the noise variance ``N0`` and estimates ``h`` with Sionna's
 least-squares estimator at the pilots, interpolated over the grid (``lin_time_avg``:
 linear over subcarriers, averaged over pilot symbols, for a terminal that does not
-move; ``lin``: linear over both; ``nn``: nearest pilot). Sionna also gives the error
-variance of each estimate, which the equaliser adds to ``N0``. Everything here is
+move; ``lin``: linear over both; ``nn``: nearest pilot). The estimate is linear in the
+pilots' LS estimates, each off by noise of variance ``N0``, so the noise in the estimate
+at a resource element has variance ``N0 sum_j |W_ij|^2`` over the interpolation weights
+``W``: the equaliser adds it to ``N0`` (the interpolation's own error, small for the
+default grid at a delay spread of 100 ns, is not included). Everything here is
 differentiable in the received symbols, so a model can train through it.
 """
 
@@ -90,20 +93,22 @@ class PilotLayout:
         """The receiver's view of ``y : [N, M]`` received symbols, ``noise_var [N]``:
         ``(y_data, h_hat, error_var)``, each ``[N, n]``: the data symbols, the channel
         estimated at them and the variance of each estimate's error."""
-        batch, where = y.shape[0], y.device
+        noise_var = noise_var.to(device=y.device, dtype=y.real.dtype)
+        data = self.data.to(y.device)
+        h_hat = self.interpolate(y, noise_var).index_select(1, data)
+        gain = _noise_gain(self, str(y.device)).index_select(0, data)
+        return y.index_select(1, data), h_hat, noise_var[:, None] * gain
+
+    def interpolate(self, y: Tensor, noise_var: Tensor) -> Tensor:
+        """Sionna's LS estimate from the pilots of ``y : [N, M]``, interpolated over the
+        view's grid: ``[N, symbols * subcarriers]`` complex. It is linear in ``y``."""
+        batch = y.shape[0]
         grid = y.new_zeros(batch, self.symbols * self.subcarriers)
         grid[:, : self.channel_uses] = y
-        estimator = _estimator(self, str(where))
-        h_hat, error_var = estimator(
-            grid.reshape(batch, 1, 1, self.symbols, self.subcarriers),
-            noise_var.to(device=where, dtype=y.real.dtype),
+        h_hat, _ = _estimator(self, str(y.device))(
+            grid.reshape(batch, 1, 1, self.symbols, self.subcarriers), noise_var
         )
-        data = self.data.to(where)
-        return (
-            y.index_select(1, data),
-            h_hat.reshape(batch, -1).index_select(1, data).to(y.dtype),
-            error_var.reshape(batch, -1).index_select(1, data).to(y.real.dtype),
-        )
+        return h_hat.reshape(batch, -1).to(y.dtype)
 
 
 @functools.lru_cache(maxsize=32)
@@ -145,6 +150,20 @@ def layout_of(grid: PilotGrid, subcarriers: int, channel_uses: int) -> PilotLayo
             f"{channel_uses} symbols are not a view of data and pilots on this grid"
         )
     return found
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_gain(pilots: PilotLayout, device: str) -> Tensor:
+    """``sum_j |W_ij|^2`` for every resource element ``i`` of the grid, where ``W`` is
+    the interpolation that spreads the pilots' LS estimates over it: the error variance
+    of an estimate is ``N0`` times this (each LS estimate has error variance ``N0`` at a
+    unit-power pilot). ``W``'s columns are the estimates of grids that hold one pilot
+    each. (Sionna's own error variance does not shrink with time averaging.)"""
+    count = pilots.pilot.numel()
+    impulses = torch.zeros(count, pilots.channel_uses, dtype=torch.complex64)
+    impulses[torch.arange(count), pilots.pilot] = pilots.pilot_values
+    columns = pilots.interpolate(impulses.to(device), torch.ones(count, device=device))
+    return columns.abs().square().sum(dim=0).to(torch.float32)
 
 
 @functools.lru_cache(maxsize=16)

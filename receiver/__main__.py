@@ -365,16 +365,22 @@ class ReceiverProcess:
         )
 
     def summary(self) -> dict:
+        """The run's summary; its channel uses per view and rho are those of the first
+        frame decoded, pilots included (``frames.jsonl`` has every frame's)."""
+        records = self.frames.records()
         uses = (
             {} if self.first_size is None else self.model.channel_uses(*self.first_size)
         )
+        if uses and records:
+            n = records[0].get("channel_uses", uses["n"])
+            uses = {**uses, "n": n, "rho": n / uses["k"]}
         twin = (
             None
             if self.first_size is None
             else twin_energy_pj(self.model.cfg, *self.first_size)
         )
         return build_summary(
-            self.frames.records(),
+            records,
             self.frames_sent,
             self.drops.reasons,
             {

@@ -164,9 +164,7 @@ def through_channel(
     CSI, ``(N0 + e) / |h_hat|^2`` with the estimate ``h_hat`` of estimated CSI and its
     error variance ``e``, the nominal ``N0`` without CSI)."""
     use = channel.estimate(send_symbols(channel, x, torch.tensor([snr_db]), generator))
-    noise_var = use.noise_var.reshape(-1, 1).expand(use.y.shape)
-    if use.error_var is not None:
-        noise_var = noise_var + use.error_var
+    noise_var = use.symbol_noise_var()
     if use.h is None:
         return use.y, noise_var
     gain = (use.h.real.square() + use.h.imag.square()).clamp_min(1e-12)

@@ -138,6 +138,7 @@ def layout(grid: PilotGrid, subcarriers: int, n: int) -> PilotLayout:
     )
 
 
+@functools.lru_cache(maxsize=32)
 def layout_of(grid: PilotGrid, subcarriers: int, channel_uses: int) -> PilotLayout:
     """The layout of views that take ``channel_uses`` resource elements (the receiver's
     side: it counts the symbols that arrived).

@@ -57,6 +57,12 @@ class ChannelUse:
     h: Tensor | None
     error_var: Tensor | None = None
 
+    def symbol_noise_var(self) -> Tensor:
+        """``[N, n]`` float: the noise variance the receiver assigns each symbol, the
+        nominal ``N0`` plus the estimate's error variance under estimated CSI."""
+        noise_var = self.noise_var.to(self.y.device).reshape(-1, 1).expand(self.y.shape)
+        return noise_var if self.error_var is None else noise_var + self.error_var
+
 
 class WirelessChannel(nn.Module):
     r"""Modulation, power normalisation, channel impairment and demodulation.
@@ -212,10 +218,9 @@ class WirelessChannel(nn.Module):
             )
         if use.h is None:
             return complex_to_real(use.y)
-        noise_var = use.noise_var
-        if use.error_var is not None:
-            noise_var = noise_var.to(use.y.device)[:, None] + use.error_var
-        return complex_to_real(equalize(use.y, use.h, noise_var, self.equalizer))
+        return complex_to_real(
+            equalize(use.y, use.h, use.symbol_noise_var(), self.equalizer)
+        )
 
     def snr_known_db(self, snr_db: Tensor, use: ChannelUse) -> Tensor | None:
         """SNR given to the decoder: instantaneous for block fading, None without CSI."""

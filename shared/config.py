@@ -200,6 +200,8 @@ class TrainConfig:
     seed: int = _bounded(0, 0, None)
     init_from: str = ""
     init_bn_scale: float = _bounded(1.0, 0.0, None, lo_open=True)
+    distill_from: str = ""
+    distill_weight: float = _bounded(0.05, 0.0, None)
     freeze_bn: bool = False
     ema_decay: float = _bounded(0.0, 0.0, 0.9999)
     max_minutes: float = _bounded(0.0, 0.0, None)

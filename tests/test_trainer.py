@@ -31,6 +31,7 @@ from shared.model.registry import build_model
 from shared.signals import StopFlag
 from trainer import train as train_module
 from trainer.__main__ import main
+from trainer.distill import FeatureDistiller
 from trainer.distributed import Runtime, any_rank, setup, teardown
 from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
@@ -416,6 +417,43 @@ def test_hybrid_initialisation_copies_the_twin(tmp_path: Path) -> None:
     assert torch.equal(snn.state_dict()[stem], twin[stem])
     bn = "encoder_left.stem.1.weight"
     assert torch.allclose(snn.state_dict()[bn], 2.0 * twin[bn])
+    longer = load_config("tiny", ["model.time_steps=8"])
+    init_from_twin(build_model(longer.model), str(tmp_path / "model.pt"), longer, 1.0)
+
+
+def test_distillation_pulls_the_snn_towards_its_twin(tmp_path: Path) -> None:
+    """``train.distill_from``: the twin teaching itself gives 0, the SNN a positive term
+    whose gradient reaches its first convolution; a trainer run logs the term, and a
+    teacher of another topology is refused by name."""
+    assert (
+        run(tmp_path / "twin", "--set", "train.steps=1", "--set", "model.kind=cnn") == 0
+    )
+    path = str(tmp_path / "twin" / "model.pt")
+    frame = sample_frames(32, 64)[0]
+    left, right = frame.left[None], frame.right[None]
+    snr = torch.tensor([5.0])
+    for kind in ("cnn", "snn"):
+        cfg = load_config("tiny", [f"model.kind={kind}"])
+        student = build_model(cfg.model)
+        init_from_twin(student, path, cfg, 1.0)
+        distiller = FeatureDistiller(student, path, cfg, torch.device("cpu"))
+        student.train(kind == "snn")
+        student(left, right, snr, torch.Generator().manual_seed(3))
+        term = distiller.loss(left, right, snr, torch.Generator().manual_seed(3))
+        if kind == "cnn":
+            assert float(term.detach()) == pytest.approx(0.0, abs=1e-9)
+    assert float(term.detach()) > 0.01
+    term.backward()
+    assert student.encoder_left.stem[0].weight.grad.abs().sum() > 0
+
+    sets = ("train.steps=2", "train.log_every=1", f"train.distill_from={path}")
+    assert run(tmp_path / "snn", *override_arguments(sets)) == 0
+    logged = [r["distill"] for r in read_records(tmp_path / "snn", "train")]
+    assert len(logged) == 2 and all(0 < d < float("inf") for d in logged)
+
+    wider = load_config("tiny", ["model.widths=[8, 16, 24]"])
+    with pytest.raises(CheckpointError, match="train.distill_from .*widths"):
+        FeatureDistiller(build_model(wider.model), path, wider, torch.device("cpu"))
 
 
 def test_a_hybrid_stage_validates_its_starting_point(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,10 +18,12 @@ from shared.model.checkpoint import (
 )
 
 #: Keys of the model config that may differ between the checkpoint and the model it
-#: initialises: the neuron settings (twin -> SNN) and the fusion gate, which starts open
-#: when the checkpoint has none.
+#: initialises (or teaches): the neuron settings (twin -> SNN), the time steps (the
+#: weights do not depend on T; a latent code whose size does is refused by the shapes),
+#: and the fusion gate, which starts open when the checkpoint has none.
 _STAGE_KEYS = (
     "kind",
+    "time_steps",
     "tau",
     "reset",
     "neuron",
@@ -33,6 +37,22 @@ _STAGE_KEYS = (
 _NEW_PARAMETERS = (".w", ".gate.weight", ".gate.bias")
 
 
+def check_stage_config(ckpt: dict[str, Any], cfg: Config, source: str) -> None:
+    """CheckpointError naming the keys unless the loaded checkpoint's model config
+    agrees with ``cfg``'s except on :data:`_STAGE_KEYS`."""
+    diffs = [
+        d
+        for d in config_differences(
+            stored_config(ckpt).to_dict()["model"], cfg.to_dict()["model"]
+        )
+        if d.split(":")[0] not in _STAGE_KEYS
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"{source}: the twin's model config differs: " + "; ".join(diffs)
+        )
+
+
 def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) -> None:
     """Copy a CNN twin's weights into ``model`` (the SNN), or an earlier stage's into a
     further stage, and scale BN affine parameters.
@@ -43,17 +63,7 @@ def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) ->
     BatchNorm weight and bias, which moves the membrane inputs relative to the threshold.
     """
     ckpt = load_checkpoint(path)
-    twin_model = stored_config(ckpt).to_dict()["model"]
-    ours = cfg.to_dict()["model"]
-    diffs = [
-        d
-        for d in config_differences(twin_model, ours)
-        if d.split(":")[0] not in _STAGE_KEYS
-    ]
-    if diffs:
-        raise CheckpointError(
-            f"--init-from {path}: the twin's model config differs: " + "; ".join(diffs)
-        )
+    check_stage_config(ckpt, cfg, f"--init-from {path}")
     load_state_strict(
         model,
         evaluated_weights(ckpt),

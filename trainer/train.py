@@ -40,6 +40,7 @@ from shared.model.inference import native_bfloat16
 from shared.model.jscc import StereoJSCC, parameter_count
 from shared.model.registry import build_model
 from shared.signals import StopFlag
+from trainer.distill import FeatureDistiller
 from trainer.distributed import Runtime, any_rank, together
 from trainer.ema import WeightAverage
 from trainer.hybrid import init_from_twin
@@ -186,6 +187,11 @@ class TrainingRun:
         )
         self.step, self.best, self.metrics = self._starting_point(resume)
         self.average = self._weight_average(resume)
+        self.distiller = (
+            FeatureDistiller(self.model, tc.distill_from, cfg, runtime.device)
+            if tc.distill_from
+            else None
+        )
         self.net: nn.Module = self.model
         pairs, mono = training_sources(cfg.data)
         self.loader = DataLoader(
@@ -278,6 +284,14 @@ class TrainingRun:
                 generator_for(tc.seed, "channel", self.runtime.rank, self.step),
             )
             terms = stereo_loss(out, batch, tc)
+            if self.distiller is not None:
+                terms["distill"] = self.distiller.loss(
+                    batch["left"],
+                    batch["right"],
+                    snr.to(device),
+                    generator_for(tc.seed, "channel", self.runtime.rank, self.step),
+                )
+                terms["loss"] = terms["loss"] + tc.distill_weight * terms["distill"]
         loss = float(terms["loss"].detach())
         if not math.isfinite(loss):
             raise TrainingError(
@@ -340,6 +354,8 @@ class TrainingRun:
             "elapsed_s": now - self.t_start,
             "rates": {k: float(v) for k, v in rates.items()},
         }
+        if "distill" in terms:
+            record["distill"] = float(terms["distill"].detach())
         self.t_last, self.step_last = now, self.step
         self.mlog.write("train", record)
         return record

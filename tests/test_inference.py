@@ -113,7 +113,7 @@ def tiny_frames(count: int) -> list[Frame]:
 
 def test_batched_evaluation_equals_frame_by_frame(tiny_checkpoint: Path) -> None:
     model, _ = load_model(tiny_checkpoint)
-    accelerate(model, CPU)
+    accelerate(model, dataclasses.replace(CPU, precision="float32"))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     frames = tiny_frames(5)
     one = evaluate(model, frames, [0.0, 10.0], model.channel)

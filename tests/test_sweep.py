@@ -20,6 +20,7 @@ from shared.channel import WirelessChannel, generator_for
 from shared.channel.theory import capacity_bits
 from shared.commands.common import parse_snrs
 from shared.commands.sweep import main as sweep_main
+from shared.config import InferenceConfig
 from shared.data.frames import load_frames
 from shared.digital_link import SCHEMES
 from shared.errors import ConfigError
@@ -100,6 +101,7 @@ def test_link_and_in_process_modes_agree(tmp_path: Path, tiny_checkpoint: Path) 
         3,
         len(frames),
         passes=2,
+        infer=InferenceConfig(precision="float32"),
     )
     direct = sweep_in_process(model, "tiny", frames, spec)
     linked = sweep_link(

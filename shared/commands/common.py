@@ -94,17 +94,27 @@ def fail(message: str) -> int:
     return 1
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--precision``, ``--batch`` and ``--reference-path``: the
-    ``infer.*`` settings (:class:`~shared.config.InferenceConfig`) of a command."""
+#: ``--precision`` of the measuring commands (``eval``, ``sweep``, ``energy``): float32,
+#: so that their figures do not depend on whether the CPU has native bfloat16 (under it
+#: a different batch or CPU flips spikes, and the PSNR moves by hundredths of a dB).
+MEASURING_PRECISION = "float32"
+
+
+def add_inference_arguments(
+    parser: argparse.ArgumentParser, precision: str = "auto"
+) -> None:
+    """``--device``, ``--precision`` (default ``precision``), ``--batch`` and
+    ``--reference-path``: the ``infer.*`` settings
+    (:class:`~shared.config.InferenceConfig`) of a command."""
     group = parser.add_argument_group("where and how the model runs")
     group.add_argument(
         "--device", default="auto", help="auto (a GPU when torch sees one), cpu, cuda"
     )
     group.add_argument(
         "--precision",
-        default="auto",
-        help="auto (bfloat16 where the device has it natively), float32, bfloat16",
+        default=precision,
+        help=f"float32, bfloat16 or auto (bfloat16 where the device has it natively); "
+        f"default {precision}",
     )
     group.add_argument(
         "--batch",

@@ -12,6 +12,7 @@ import sys
 
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.commands.common import (
+    MEASURING_PRECISION,
     add_inference_arguments,
     attach_negative_values,
     fail,
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snr", type=float, default=10.0, help="channel SNR in dB")
     p.add_argument("--frames", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for energy.json")
-    add_inference_arguments(p)
+    add_inference_arguments(p, MEASURING_PRECISION)
     return p
 
 

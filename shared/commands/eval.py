@@ -18,6 +18,7 @@ import torch
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.channel.wireless import WirelessChannel
 from shared.commands.common import (
+    MEASURING_PRECISION,
     add_inference_arguments,
     attach_negative_values,
     channel_config,
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=None, help="folder for eval.json")
-    add_inference_arguments(p)
+    add_inference_arguments(p, MEASURING_PRECISION)
     return p
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from shared.assets import BUNDLED_SNN, SAMPLE_PAIRS
 from shared.baselines import BASELINES, CODECS
 from shared.commands.common import (
+    MEASURING_PRECISION,
     add_inference_arguments,
     attach_negative_values,
     fail,
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["link", "inprocess"], default="link")
     p.add_argument("--seed", type=int, default=0, help="channel seed")
     p.add_argument("--out", default="runs/sweep", help="output folder")
-    add_inference_arguments(p)
+    add_inference_arguments(p, MEASURING_PRECISION)
     return p
 
 

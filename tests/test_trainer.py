@@ -421,6 +421,31 @@ def test_hybrid_initialisation_copies_the_twin(tmp_path: Path) -> None:
     init_from_twin(build_model(longer.model), str(tmp_path / "model.pt"), longer, 1.0)
 
 
+def test_a_spike_bpsk_snn_starts_from_the_mean_of_its_twins_bit_planes(
+    tmp_path: Path,
+) -> None:
+    """Spike-BPSK: the twin's latent head has one filter per bit plane (T x C), the
+    SNN's one per neuron (C); the SNN's starts from the mean of the planes' filters and
+    every other weight is the twin's."""
+    bpsk = ("model.latent=spike_bpsk", "model.time_steps=2")
+    assert (
+        run(tmp_path, *override_arguments(("train.steps=1", "model.kind=cnn", *bpsk)))
+        == 0
+    )
+    cfg = load_config("tiny", list(bpsk))
+    snn = build_model(cfg.model)
+    init_from_twin(snn, str(tmp_path / "model.pt"), cfg, 1.0)
+    twin = load_checkpoint(tmp_path / "model.pt")["model"]
+    head = "encoder_left.head.conv.0.weight"
+    channels = snn.latent_channels
+    assert twin[head].shape[0] == 2 * channels == 2 * snn.state_dict()[head].shape[0]
+    planes = twin[head].reshape(2, channels, *twin[head].shape[1:])
+    assert torch.allclose(snn.state_dict()[head], planes.mean(0))
+    assert not torch.allclose(planes[0], planes[1])
+    stem = "encoder_left.stem.0.weight"
+    assert torch.equal(snn.state_dict()[stem], twin[stem])
+
+
 def test_distillation_pulls_the_snn_towards_its_twin(tmp_path: Path) -> None:
     """``train.distill_from``: the twin teaching itself gives 0, the SNN a positive term
     whose gradient reaches its first convolution; a trainer run logs the term, and a

@@ -53,22 +53,45 @@ def check_stage_config(ckpt: dict[str, Any], cfg: Config, source: str) -> None:
         )
 
 
+def merge_bit_planes(
+    twin: dict[str, torch.Tensor], snn: dict[str, torch.Tensor], planes: int
+) -> dict[str, torch.Tensor]:
+    """The twin's weights with each latent-head tensor mapped to the SNN's shape.
+
+    With a latent of several planes per neuron (spike-BPSK: one bit per time step) the
+    twin's latent head emits ``planes x C`` channels, plane-major (``[T * C, ...]``, as
+    :meth:`shared.latent.LatentCode.from_rates` reads them), and the SNN's emits ``C``,
+    whose spikes over the T steps are the planes. The SNN's head starts from the mean
+    over the planes of the twin's filters and BatchNorm parameters: the drive whose
+    firing rate is the twin's mean bit. Tensors of matching shape pass unchanged.
+    """
+    merged = dict(twin)
+    for key, value in twin.items():
+        own = snn.get(key)
+        if own is None or own.dim() == 0 or value.shape == own.shape:
+            continue
+        if planes > 1 and value.shape == (planes * own.shape[0], *own.shape[1:]):
+            merged[key] = value.reshape(planes, *own.shape).mean(0)
+    return merged
+
+
 def init_from_twin(model: nn.Module, path: str, cfg: Config, bn_scale: float) -> None:
     """Copy a CNN twin's weights into ``model`` (the SNN), or an earlier stage's into a
     further stage, and scale BN affine parameters.
 
     The two model configs must agree except on neuron settings and the fusion gate; the
     parameters the checkpoint lacks (PLIF time constants, fusion gates) keep their
-    initial values. ``bn_scale`` multiplies every
+    initial values; a latent head whose twin emits one channel per plane of the code
+    starts from their mean (:func:`merge_bit_planes`). ``bn_scale`` multiplies every
     BatchNorm weight and bias, which moves the membrane inputs relative to the threshold.
     """
     ckpt = load_checkpoint(path)
     check_stage_config(ckpt, cfg, f"--init-from {path}")
+    weights = evaluated_weights(ckpt)
+    if cfg.model.kind == "snn" and stored_config(ckpt).model.kind == "cnn":
+        weights = merge_bit_planes(weights, model.state_dict(), model.code.planes)
     load_state_strict(
-        model,
-        evaluated_weights(ckpt),
-        f"--init-from {path}",
-        ignore_missing=_NEW_PARAMETERS,
+        model, weights, f"--init-from {path}", ignore_missing=_NEW_PARAMETERS
     )
     with torch.no_grad():
         for module in model.modules():

@@ -263,11 +263,11 @@ class InferenceConfig:
     ``bench``.
 
     ``device: auto`` takes the GPU when torch sees one. ``precision: auto`` is bfloat16
-    where the device computes it natively (a CUDA GPU with bfloat16, a CPU with AVX-512
-    BF16 or AMX) and float32 elsewhere; the measuring commands (``eval``, ``sweep``,
-    ``energy``) default to float32 instead, so that their figures are the same on every
-    CPU. ``fast: false`` runs the reference path (the
-    training graph in eval mode) instead of the fast path. ``batch`` is how many stereo
+    where the device computes it faster than float32 (a CUDA GPU with bfloat16, a CPU
+    with AMX; not AVX512-BF16 alone, docs/RESULTS.md) and float32 elsewhere; the
+    measuring commands (``eval``, ``sweep``, ``energy``) default to float32 instead, so
+    that their figures are the same on every machine. ``fast: false`` runs the reference
+    path (the training graph in eval mode) instead of the fast path. ``batch`` is how many stereo
     frames ``eval`` and the in-process sweep run at once; 0 is 1 on a CPU (where larger
     batches are no faster per frame, docs/RESULTS.md) and 32 on a GPU.
     """

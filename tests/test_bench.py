@@ -10,6 +10,7 @@ import torch
 from conftest import calibrated_tiny
 
 from shared.cli import main as spikelink
+from shared.model.inference import fast_bfloat16
 
 
 @pytest.mark.heavy
@@ -32,9 +33,9 @@ def test_bench_writes_every_figure(tmp_path: Path, tiny_checkpoint: Path) -> Non
     )
     assert status == 0
     report = json.loads((out / "bench.json").read_text())
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert report["device"] == "cpu"
-    assert report["precision"] == ("bfloat16" if native else "float32")
+    fast = fast_bfloat16(torch.device("cpu"))
+    assert report["precision"] == ("bfloat16" if fast else "float32")
     assert report["snn_over_twin"] > 0 and report["snn_over_twin_reference"] > 0
     assert report["link_fps"] > 0 and report["twin_link_fps"] > 0
     assert report["link"]["snn"]["frames_lost"] == 0

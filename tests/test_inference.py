@@ -140,9 +140,9 @@ def test_device_and_precision_settings() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_precision("float32", torch.device("cpu")) == torch.float32
     assert resolve_precision("bfloat16", torch.device("cpu")) == torch.bfloat16
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    amx = torch.cpu._is_amx_tile_supported()
     auto = resolve_precision("auto", torch.device("cpu"))
-    assert auto == (torch.bfloat16 if native else torch.float32)
+    assert auto == (torch.bfloat16 if amx else torch.float32)
     assert batch_frames(InferenceConfig(device="cpu")) == 1
     assert batch_frames(InferenceConfig(device="cpu", batch=6)) == 6
     with pytest.raises(ConfigError, match="infer.device"):

@@ -26,7 +26,7 @@ from shared.data.pairs import find_pairs
 from shared.errors import CheckpointError, TrainingError
 from shared.evaluation import evaluate
 from shared.model.checkpoint import load_checkpoint, load_model
-from shared.model.inference import native_bfloat16
+from shared.model.inference import fast_bfloat16
 from shared.model.registry import build_model
 from shared.signals import StopFlag
 from trainer import train as train_module
@@ -539,8 +539,8 @@ def test_both_memory_formats_compute_the_same_loss(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not native_bfloat16(torch.device("cpu")),
-    reason="this CPU has no native bfloat16",
+    not fast_bfloat16(torch.device("cpu")),
+    reason="this CPU has no AMX, so the trainer does not autocast to bfloat16 on it",
 )
 def test_bfloat16_on_a_cpu_autocasts_and_gives_the_float32_loss(tmp_path: Path) -> None:
     """``train.precision=bfloat16`` runs the CPU convolutions in bfloat16; the first

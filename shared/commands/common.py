@@ -95,8 +95,8 @@ def fail(message: str) -> int:
 
 
 #: ``--precision`` of the measuring commands (``eval``, ``sweep``, ``energy``): float32,
-#: so that their figures do not depend on whether the CPU has native bfloat16 (under it
-#: a different batch or CPU flips spikes, and the PSNR moves by hundredths of a dB).
+#: so that their figures do not depend on the machine (under bfloat16 a different batch
+#: or CPU flips spikes, and the PSNR moves by hundredths of a dB).
 MEASURING_PRECISION = "float32"
 
 
@@ -113,7 +113,7 @@ def add_inference_arguments(
     group.add_argument(
         "--precision",
         default=precision,
-        help=f"float32, bfloat16 or auto (bfloat16 where the device has it natively); "
+        help=f"float32, bfloat16 or auto (bfloat16 on a CUDA GPU or a CPU with AMX); "
         f"default {precision}",
     )
     group.add_argument(

@@ -46,18 +46,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 natively, not by emulation: a CUDA GPU with
-    bfloat16, or a CPU whose oneDNN has it (AVX512-BF16 or AMX)."""
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 runs faster than float32 on ``device``: a CUDA GPU with bfloat16,
+    or a CPU with AMX tiles, whose oneDNN kernels compute it in hardware. A CPU with
+    AVX512-BF16 but no AMX also has native bfloat16, yet there the bundled SNN took 1.8x
+    and its twin 1.7x the float32 time (docs/RESULTS.md), so it counts as not fast."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.cpu._is_amx_tile_supported())
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     """The compute dtype of an ``infer.precision`` setting on ``device``."""
     if name == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
     return torch.bfloat16 if name == "bfloat16" else torch.float32
 
 

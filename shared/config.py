@@ -267,9 +267,9 @@ class InferenceConfig:
     with AMX; not AVX512-BF16 alone, docs/RESULTS.md) and float32 elsewhere; the
     measuring commands (``eval``, ``sweep``, ``energy``) default to float32 instead, so
     that their figures are the same on every machine. ``fast: false`` runs the reference
-    path (the training graph in eval mode) instead of the fast path. ``batch`` is how many stereo
-    frames ``eval`` and the in-process sweep run at once; 0 is 1 on a CPU (where larger
-    batches are no faster per frame, docs/RESULTS.md) and 32 on a GPU.
+    path (the training graph in eval mode) instead of the fast path. ``batch`` is how
+    many stereo frames ``eval`` and the in-process sweep run at once; 0 is 1 on a CPU
+    (where larger batches are no faster per frame, docs/RESULTS.md) and 32 on a GPU.
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -65,12 +65,16 @@ def merge_bit_planes(
     over the planes of the twin's filters and BatchNorm parameters: the drive whose
     firing rate is the twin's mean bit. Tensors of matching shape pass unchanged.
     """
+    if planes == 1:
+        return twin
     merged = dict(twin)
     for key, value in twin.items():
         own = snn.get(key)
-        if own is None or own.dim() == 0 or value.shape == own.shape:
-            continue
-        if planes > 1 and value.shape == (planes * own.shape[0], *own.shape[1:]):
+        if (
+            own is not None
+            and own.dim()
+            and value.shape == (planes * own.shape[0], *own.shape[1:])
+        ):
             merged[key] = value.reshape(planes, *own.shape).mean(0)
     return merged
 

@@ -267,7 +267,10 @@ class InferenceConfig:
     with AMX; not AVX512-BF16 alone, docs/RESULTS.md) and float32 elsewhere; the
     measuring commands (``eval``, ``sweep``, ``energy``) default to float32 instead, so
     that their figures are the same on every machine. ``fast: false`` runs the reference
-    path (the training graph in eval mode) instead of the fast path. ``batch`` is how
+    path (the training graph in eval mode) instead of the fast path. ``event_driven``
+    (fast path, CPU, float32) computes each convolution that reads spikes from the inputs
+    that fired only (:mod:`shared.model.event_conv`; needs a C compiler, else the dense
+    convolutions run); ``false`` keeps oneDNN's dense ones. ``batch`` is how
     many stereo frames ``eval`` and the in-process sweep run at once; 0 is 1 on a CPU
     (where larger batches are no faster per frame, docs/RESULTS.md) and 32 on a GPU.
     """
@@ -275,6 +278,7 @@ class InferenceConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     fast: bool = True
+    event_driven: bool = True
     batch: int = _bounded(0, 0, 4096)
 
 

@@ -48,6 +48,7 @@ from shared.model.checkpoint import git_commit, load_model
 from shared.model.inference import (
     accelerate,
     batch_frames,
+    describe,
     resolve_device,
     resolve_precision,
 )
@@ -194,6 +195,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         ),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "precision": str(precision).removeprefix("torch."),
+        "fast_path": describe(fast_snn),
         "torch": torch.__version__,
         "commit": git_commit(),
         "snn_over_twin": ratio["fast"],

@@ -103,8 +103,8 @@ MEASURING_PRECISION = "float32"
 def add_inference_arguments(
     parser: argparse.ArgumentParser, precision: str = "auto"
 ) -> None:
-    """``--device``, ``--precision`` (default ``precision``), ``--batch`` and
-    ``--reference-path``: the ``infer.*`` settings
+    """``--device``, ``--precision`` (default ``precision``), ``--batch``,
+    ``--reference-path`` and ``--dense-convolutions``: the ``infer.*`` settings
     (:class:`~shared.config.InferenceConfig`) of a command."""
     group = parser.add_argument_group("where and how the model runs")
     group.add_argument(
@@ -127,6 +127,11 @@ def add_inference_arguments(
         action="store_true",
         help="run the reference path (training graph in eval mode), not the fast path",
     )
+    group.add_argument(
+        "--dense-convolutions",
+        action="store_true",
+        help="fast path with oneDNN's dense convolutions, not event-driven ones",
+    )
 
 
 def inference_config(args: argparse.Namespace) -> InferenceConfig:
@@ -136,5 +141,6 @@ def inference_config(args: argparse.Namespace) -> InferenceConfig:
         "precision": args.precision,
         "batch": args.batch,
         "fast": not args.reference_path,
+        "event_driven": not args.dense_convolutions,
     }
     return section_from_dict(InferenceConfig, values, "infer")

@@ -1,0 +1,211 @@
+"""Event-driven convolutions for the fast path: each convolution that reads spikes adds
+the weights of the inputs that fired, and skips the rest.
+
+The bundled SNN's spiking convolutions see 4-31 % of their inputs fire (docs/RESULTS.md);
+oneDNN computes them densely, every zero included. :class:`EventConv2d` computes them with
+the native kernels of :mod:`shared.model.native` on a CPU in float32 without autograd,
+splitting the images of a batch over ``torch.get_num_threads()`` threads, and falls back
+to the dense convolution everywhere else (and for an input that is not a spike map). It
+is the same convolution: the sums differ from oneDNN's only in their rounding order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shared.model.blocks import SpikingConv, SpikingUpsample
+from shared.model.native import spike_kernels
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` workers (the kernels' ctypes calls release the GIL)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikes")
+
+
+#: Entries past the end of the spike lists that ``spike_index`` may write (one vector).
+INDEX_SLACK = 16
+
+
+def _address(t: Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class EventConv2d(nn.Conv2d):
+    """A ``Conv2d`` (with the pixel shuffle by ``upscale`` behind it fused in) that is
+    computed event-driven on spike inputs.
+
+    Input ``x : [N, C_in, H, W]`` in {0, 1}; output ``[N, C_out / r^2, H' r, W' r]``
+    (channels-last) for ``upscale = r``, as ``pixel_shuffle(conv(x), r)``.
+    Build it with :meth:`from_conv`; the weights stay shared with the original module.
+    """
+
+    upscale: int = 1
+    #: Weights laid out for the kernel, ``[chunks, k, k, C_in, chunk]``, and the bias in
+    #: the kernel's channel order; None: dense only.
+    event_weight: Tensor | None = None
+    event_bias: Tensor | None = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, upscale: int = 1) -> EventConv2d | None:
+        """``conv`` as an event-driven convolution; None where the kernels are missing or
+        do not fit it (groups, dilation, non-square kernel, channel count)."""
+        kernels = spike_kernels()
+        k = conv.kernel_size[0]
+        if (
+            kernels is None
+            or conv.groups != 1
+            or conv.dilation != (1, 1)
+            or conv.kernel_size != (k, k)
+            or conv.stride[0] != conv.stride[1]
+            or conv.padding != (k // 2, k // 2)
+            or conv.padding_mode != "zeros"
+            or conv.out_channels % upscale**2
+        ):
+            return None
+        per_pixel = conv.out_channels // upscale**2
+        vectors = kernels.spike_chunk_vectors(per_pixel)
+        if vectors == 0:
+            return None
+        event = cls(
+            conv.in_channels,
+            conv.out_channels,
+            k,
+            conv.stride,
+            conv.padding,
+            bias=False,
+        )
+        event.weight = conv.weight
+        event.bias = conv.bias
+        event.upscale = upscale
+        event._lay_out(vectors * kernels.spike_lanes())
+        return event
+
+    @torch.no_grad()
+    def _lay_out(self, chunk: int) -> None:
+        r2, k = self.upscale**2, self.kernel_size[0]
+        # Output channel c * r^2 + s (pixel shuffle's order) goes to s * C + c.
+        order = torch.arange(self.out_channels).reshape(-1, r2).t().reshape(-1)
+        weight = self.weight.detach().float()[order]
+        bias = (
+            self.bias if self.bias is not None else weight.new_zeros(self.out_channels)
+        )
+        chunks = self.out_channels // chunk
+        self.event_weight = (
+            weight.permute(2, 3, 1, 0)
+            .reshape(k, k, self.in_channels, chunks, chunk)
+            .permute(3, 0, 1, 2, 4)
+            .contiguous()
+        )
+        self.event_bias = bias.detach().float()[order].contiguous()
+
+    def _lists(self, entries: int, offsets: int) -> tuple[Tensor, Tensor]:
+        """Scratch space for the spike lists (kept: a fresh block of this size costs a
+        page fault per 4 KB on every call)."""
+        scratch = getattr(self, "_scratch", None)
+        if (
+            scratch is None
+            or scratch[0].numel() < entries
+            or scratch[1].numel() < offsets
+        ):
+            scratch = (
+                torch.empty(entries, dtype=torch.int32),
+                torch.empty(offsets, dtype=torch.int64),
+            )
+            self._scratch = scratch
+        return scratch
+
+    def _dense(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        return F.pixel_shuffle(y, self.upscale) if self.upscale > 1 else y
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            self.event_weight is None
+            or torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+        ):
+            return self._dense(x)
+        return self._events(x)
+
+    def _events(self, x: Tensor) -> Tensor:
+        kernels = spike_kernels()
+        spikes = x.permute(0, 2, 3, 1).contiguous()
+        n, h, w, c = spikes.shape
+        k, stride, pad, r = (
+            self.kernel_size[0],
+            self.stride[0],
+            self.padding[0],
+            self.upscale,
+        )
+        ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+        idx, first = self._lists(spikes.numel() + INDEX_SLACK, n * (h * w + 1))
+        out = torch.empty(n, ho * r, wo * r, self.out_channels // r**2)
+
+        def run(b0: int, b1: int) -> int:
+            bad = kernels.spike_index(
+                _address(spikes), b0, b1, h * w, c, _address(idx), _address(first)
+            )
+            if bad:
+                return bad
+            kernels.spike_conv(
+                _address(idx),
+                _address(first),
+                b0,
+                b1,
+                h,
+                w,
+                _address(self.event_weight),
+                _address(self.event_bias),
+                k,
+                c,
+                self.out_channels,
+                stride,
+                pad,
+                r,
+                _address(out),
+                ho,
+                wo,
+            )
+            return 0
+
+        threads = min(torch.get_num_threads(), n)
+        bounds = [n * i // threads for i in range(threads + 1)]
+        if threads == 1:
+            not_spikes = run(0, n)
+        else:
+            ranges = zip(bounds[:-1], bounds[1:])
+            not_spikes = sum(_pool(threads).map(lambda b: run(*b), ranges))
+        if not_spikes:
+            return self._dense(x)
+        return out.permute(0, 3, 1, 2)
+
+
+def use_event_convolutions(model: nn.Module) -> int:
+    """Replace, in place, every convolution that reads a neuron's spikes (of
+    :class:`SpikingConv` and :class:`SpikingUpsample`, with its pixel shuffle) by an
+    :class:`EventConv2d`; needs BatchNorm folded first. Output: how many were replaced."""
+    replaced = 0
+    for block in model.modules():
+        if not isinstance(block, (SpikingConv, SpikingUpsample)):
+            continue
+        layers = block.conv
+        if isinstance(layers[0], EventConv2d):
+            continue
+        shuffle = len(layers) > 1 and isinstance(layers[1], nn.PixelShuffle)
+        upscale = layers[1].upscale_factor if shuffle else 1
+        event = EventConv2d.from_conv(layers[0], upscale)
+        if event is None:
+            continue
+        layers[0] = event
+        if shuffle:
+            layers[1] = nn.Identity()
+        replaced += 1
+    return replaced

@@ -15,7 +15,12 @@ from torch import nn
 from shared.config import InferenceConfig
 from shared.model import native
 from shared.model.checkpoint import load_model
-from shared.model.event_conv import EventConv2d, use_event_convolutions
+from shared.model.event_conv import (
+    GATHER,
+    SCATTER,
+    EventConv2d,
+    use_event_convolutions,
+)
 from shared.model.inference import accelerate, describe
 
 needs_kernels = pytest.mark.skipif(
@@ -43,6 +48,7 @@ def conv_with_bias(c_in: int, c_out: int, stride: int, seed: int) -> nn.Conv2d:
     "c_in, c_out, stride, upscale, size, batch, rate",
     [
         (4, 32, 1, 1, (5, 7), 3, 0.2),
+        (5, 16, 1, 1, (6, 3), 2, 0.4),
         (8, 64, 2, 1, (6, 10), 2, 0.3),
         (7, 96, 2, 1, (7, 5), 1, 0.5),
         (16, 48, 1, 1, (4, 4), 2, 1.0),
@@ -56,6 +62,9 @@ def test_event_convolution_equals_the_dense_one(
     conv = conv_with_bias(c_in, c_out, stride, seed=c_out)
     event = EventConv2d.from_conv(conv, upscale)
     assert event is not None
+    lanes = native.spike_kernels().spike_lanes()
+    few = (stride, upscale, c_out) == (1, 1, 2 * lanes)
+    assert event.order == (SCATTER if few else GATHER)
     x = spikes((batch, c_in, *size), rate, seed=c_in)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -140,6 +149,10 @@ def test_the_kernels_are_built_once_into_the_cache(tmp_path: Path, monkeypatch) 
         assert native.spike_kernels() is not None
         assert built[0].stat().st_mtime_ns == stamp
         assert list(tmp_path.iterdir()) == built  # no temporary file left behind
+        monkeypatch.setenv("SPIKELINK_CFLAGS", "-DSPIKELINK_TEST_BUILD")
+        native.spike_kernels.cache_clear()
+        assert native.spike_kernels() is not None
+        assert len(list(tmp_path.glob("spike_conv-*.so"))) == 2  # other flags: rebuilt
     finally:
         native.spike_kernels.cache_clear()
 
@@ -157,11 +170,15 @@ def test_the_avx2_build_gives_the_same_sums(tmp_path: Path, monkeypatch) -> None
     native.spike_kernels.cache_clear()
     try:
         assert native.spike_kernels().spike_lanes() == 8
-        conv = conv_with_bias(16, 4 * 24, 1, seed=8)
-        event = EventConv2d.from_conv(conv, 2)
         x = spikes((2, 16, 5, 9), 0.25, seed=9)
-        with torch.no_grad():
-            want = F.pixel_shuffle(conv(x), 2)
-            torch.testing.assert_close(event(x), want, rtol=1e-5, atol=1e-5)
+        for c_out, upscale, order in ((4 * 24, 2, GATHER), (16, 1, SCATTER)):
+            conv = conv_with_bias(16, c_out, 1, seed=8)
+            event = EventConv2d.from_conv(conv, upscale)
+            assert event.order == order
+            with torch.no_grad():
+                want = conv(x)
+                if upscale > 1:
+                    want = F.pixel_shuffle(want, upscale)
+                torch.testing.assert_close(event(x), want, rtol=1e-5, atol=1e-5)
     finally:
         native.spike_kernels.cache_clear()

@@ -29,6 +29,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikes")
 
 
+#: The summation orders of ``spike_order`` in spike_conv.c.
+NO_ORDER, GATHER, SCATTER = 0, 1, 2
+
 #: Entries past the end of the spike lists that ``spike_index`` may write (one vector).
 INDEX_SLACK = 16
 
@@ -47,8 +50,11 @@ class EventConv2d(nn.Conv2d):
     """
 
     upscale: int = 1
-    #: Weights laid out for the kernel, ``[chunks, k, k, C_in, chunk]``, and the bias in
-    #: the kernel's channel order; None: dense only.
+    #: The kernel's summation order (:data:`GATHER` or :data:`SCATTER`).
+    order: int = NO_ORDER
+    #: Weights laid out for that order (``[chunks, k, k, C_in, chunk]`` to gather,
+    #: ``[C_in, k * k, C_out]`` to scatter) and the bias in the kernel's channel order;
+    #: None: dense only.
     event_weight: Tensor | None = None
     event_bias: Tensor | None = None
 
@@ -69,9 +75,8 @@ class EventConv2d(nn.Conv2d):
             or conv.out_channels % upscale**2
         ):
             return None
-        per_pixel = conv.out_channels // upscale**2
-        vectors = kernels.spike_chunk_vectors(per_pixel)
-        if vectors == 0:
+        order = kernels.spike_order(k, conv.stride[0], conv.out_channels, upscale)
+        if order == NO_ORDER:
             return None
         event = cls(
             conv.in_channels,
@@ -83,27 +88,34 @@ class EventConv2d(nn.Conv2d):
         )
         event.weight = conv.weight
         event.bias = conv.bias
-        event.upscale = upscale
-        event._lay_out(vectors * kernels.spike_lanes())
+        event.upscale, event.order = upscale, order
+        run = conv.out_channels // upscale  # contiguous output channels, one row
+        chunk = kernels.spike_lanes() * kernels.spike_chunk_vectors(run)
+        event._lay_out(order, chunk)
         return event
 
     @torch.no_grad()
-    def _lay_out(self, chunk: int) -> None:
+    def _lay_out(self, order: int, chunk: int) -> None:
+        """Fill :attr:`event_weight` and :attr:`event_bias` for ``order``, in chunks of
+        ``chunk`` output channels (gather)."""
         r2, k = self.upscale**2, self.kernel_size[0]
         # Output channel c * r^2 + s (pixel shuffle's order) goes to s * C + c.
-        order = torch.arange(self.out_channels).reshape(-1, r2).t().reshape(-1)
-        weight = self.weight.detach().float()[order]
+        channels = torch.arange(self.out_channels).reshape(-1, r2).t().reshape(-1)
+        weight = self.weight.detach().float()[channels]
         bias = (
             self.bias if self.bias is not None else weight.new_zeros(self.out_channels)
         )
-        chunks = self.out_channels // chunk
+        self.event_bias = bias.detach().float()[channels].contiguous()
+        if order == SCATTER:  # [C_in, k * k, C_out]
+            self.event_weight = weight.permute(1, 2, 3, 0).contiguous()
+            return
+        chunks = self.out_channels // chunk  # GATHER: [chunks, k, k, C_in, chunk]
         self.event_weight = (
             weight.permute(2, 3, 1, 0)
             .reshape(k, k, self.in_channels, chunks, chunk)
             .permute(3, 0, 1, 2, 4)
             .contiguous()
         )
-        self.event_bias = bias.detach().float()[order].contiguous()
 
     def _lists(self, entries: int, offsets: int) -> tuple[Tensor, Tensor]:
         """Scratch space for the spike lists (kept: a fresh block of this size costs a

@@ -89,9 +89,8 @@ def inference_overrides(settings: InferenceConfig) -> list[str]:
     return [f"infer.{key}={value}" for key, value in plain.items()]
 
 
-#: glibc's ``mallopt`` parameters, and the largest block the heap may serve (glibc's cap).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-HEAP_BLOCK_MAX = 32 << 20
+#: glibc's ``mallopt`` parameters.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
 def keep_freed_memory() -> bool:
@@ -100,15 +99,17 @@ def keep_freed_memory() -> bool:
     By default glibc serves blocks above a few MB with fresh pages from the system and
     gives them back on free, so every activation of a layer (8-33 MB for the bundled SNN)
     is faulted in page by page again: 20 % of the SNN's time on this CPU
-    (docs/RESULTS.md). With heap blocks up to :data:`HEAP_BLOCK_MAX` and no trimming, the
-    process keeps its peak memory and reuses it. Without glibc nothing changes.
+    (docs/RESULTS.md). With every block on the heap (no separate mappings; the mapping
+    threshold alone is capped at 32 MB, below a batch's activations and the event-driven
+    convolutions' 33.5 MB outputs) and no trimming, the process keeps its peak memory and
+    reuses it. Without glibc nothing changes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
     trimmed = libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    return bool(trimmed and libc.mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX))
+    return bool(trimmed and libc.mallopt(M_MMAP_MAX, 0))
 
 
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d, repeat: int) -> None:

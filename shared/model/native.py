@@ -90,6 +90,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spike_lanes.argtypes = []
     lib.spike_chunk_vectors.restype = ctypes.c_int
     lib.spike_chunk_vectors.argtypes = [I64]
+    lib.spike_order.restype = ctypes.c_int
+    lib.spike_order.argtypes = [I64] * 4
     lib.spike_index.restype = I64
     lib.spike_index.argtypes = [PTR, I64, I64, I64, I64, PTR, PTR]
     lib.spike_conv.restype = ctypes.c_int
@@ -108,7 +110,7 @@ def spike_kernels() -> ctypes.CDLL | None:
             (
                 SOURCE.read_text(),
                 version,
-                " ".join(FLAGS),
+                " ".join(compiler_flags()),
                 platform.machine(),
                 _cpu_flags(),
             )

@@ -3,12 +3,18 @@
 
    A convolution whose input is spikes in {0, 1} needs no multiplication: each output is
    the bias plus the sum of the weights of the inputs that fired. spike_index lists, at
-   every input position, the channels that fired; spike_conv then adds, for every output
-   position, the weight rows of the listed inputs in its receptive field. The work is
-   proportional to the number of spikes, not to the dense size of the input.
+   every input position, the channels that fired; spike_conv then sums weight rows over
+   these lists, so the work is proportional to the number of spikes, not to the dense
+   size of the input. It has two orders of summation (spike_order picks one):
+   - gather: for every output position, add the rows of the inputs that fired in its
+     receptive field into registers holding a chunk of up to 8 vectors of channels;
+   - scatter (3x3, stride 1, at most 2 vectors of output channels): for every input
+     position, sum the rows of its channels that fired for all 9 taps at once in
+     registers, then add each tap's sum into its output position. For few output
+     channels this avoids gather's short, unpredictable loop per tap.
 
    Accumulators are GCC/Clang vector types (LANES floats, 512-bit with AVX-512, 256-bit
-   otherwise) held in registers for a chunk of NACC vectors of output channels. */
+   otherwise). */
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -73,17 +79,19 @@ int64_t spike_index(const float *x, int64_t b0, int64_t b1, int64_t hw, int64_t 
    k x k convolution (stride, zero padding pad) from h x w inputs to ho x wo outputs.
    wt is [co_all / CHUNK][k][k][ci][CHUNK] with CHUNK = NACC * LANES output channels.
    Output channel o = (i * r + j) * co + c goes to out[b][oy * r + i][ox * r + j][c], with
-   co = co_all / r^2: a pixel shuffle by r fused in (r = 1: none). */
+   co = co_all / r^2: a pixel shuffle by r fused in (r = 1: none). For one i, the r * co
+   channels of j = 0 .. r - 1 lie side by side in out, so a chunk may span several j. */
+/* GATHER. */
 #define DEFINE_CONV(NACC)                                                               \
     static void conv_##NACC(const int32_t *idx, const int64_t *first, int64_t b0,       \
                             int64_t b1, int64_t h, int64_t w, const float *wt,          \
                             const float *bias, int64_t k, int64_t ci, int64_t co_all,   \
                             int64_t stride, int64_t pad, int64_t r, float *out,         \
                             int64_t ho, int64_t wo) {                                   \
-        const int64_t chunk = NACC * LANES, co = co_all / (r * r);                      \
+        const int64_t chunk = NACC * LANES, run = co_all / r;                          \
         for (int64_t c0 = 0; c0 < co_all; c0 += chunk) {                                \
             const float *w_chunk = wt + c0 * k * k * ci;                                \
-            const int64_t sub = c0 / co, i = sub / r, j = sub % r, c = c0 % co;         \
+            const int64_t i = c0 / run, offset = c0 % run;                              \
             for (int64_t b = b0; b < b1; b++)                                           \
                 for (int64_t oy = 0; oy < ho; oy++)                                     \
                     for (int64_t ox = 0; ox < wo; ox++) {                               \
@@ -108,8 +116,8 @@ int64_t spike_index(const float *x, int64_t b0, int64_t b1, int64_t hw, int64_t 
                                 }                                                       \
                             }                                                           \
                         }                                                               \
-                        float *o = out + ((b * ho * r + oy * r + i) * wo * r + ox * r + j) \
-                                             * co + c;                                  \
+                        float *o = out + ((b * ho * r + oy * r + i) * wo + ox) * run     \
+                                             + offset;                                  \
                         for (int a = 0; a < NACC; a++)                                  \
                             memcpy(o + a * LANES, &acc[a], VECTOR_BYTES);               \
                     }                                                                   \
@@ -122,8 +130,9 @@ DEFINE_CONV(4)
 DEFINE_CONV(6)
 DEFINE_CONV(8)
 
-/* Accumulator vectors per chunk for co output channels per shuffled pixel: the largest
-   of 8, 6, 4, 3, 2, 1 whose chunk divides co; 0 when LANES does not divide co. */
+/* Accumulator vectors per GATHER chunk for runs of co contiguous output channels (r * co
+   for a shuffle by r): the largest of 8, 6, 4, 3, 2, 1 whose chunk divides co; 0 when
+   LANES does not divide co. */
 int spike_chunk_vectors(int64_t co) {
     static const int options[] = {8, 6, 4, 3, 2, 1};
     if (co <= 0 || co % LANES) return 0;
@@ -132,19 +141,72 @@ int spike_chunk_vectors(int64_t co) {
     return 0;
 }
 
-/* The convolution of DEFINE_CONV with the chunk of spike_chunk_vectors; returns its
-   vectors per chunk, 0 (nothing computed) when co_all / r^2 does not suit. */
+/* Summation orders, and the weight layout each reads. */
+enum { NO_ORDER = 0, GATHER = 1, SCATTER = 2 };
+#define SCATTER_TAPS 9
+
+/* The order for a k x k convolution at stride with co_all output channels and a fused
+   pixel shuffle by r. */
+int spike_order(int64_t k, int64_t stride, int64_t co_all, int64_t r) {
+    if (k == 3 && stride == 1 && r == 1 && co_all == 2 * LANES) return SCATTER;
+    return spike_chunk_vectors(co_all / r) ? GATHER : NO_ORDER;
+}
+
+/* SCATTER for images b0 <= b < b1: wt is [ci][9][2 * LANES], out[b][h][w][2 * LANES]. */
+static void scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t b1,
+                    int64_t h, int64_t w, const float *wt, const float *bias, float *out) {
+    const int64_t co = 2 * LANES;
+    for (int64_t p = b0 * h * w; p < b1 * h * w; p++) memcpy(out + p * co, bias, co * 4);
+    for (int64_t b = b0; b < b1; b++) {
+        const int64_t *at = first + b * (h * w + 1);
+        for (int64_t iy = 0; iy < h; iy++)
+            for (int64_t ix = 0; ix < w; ix++, at++) {
+                if (at[0] == at[1]) continue;
+                vec acc[SCATTER_TAPS][2];
+                memset(acc, 0, sizeof acc);
+                for (int64_t n = at[0]; n < at[1]; n++) {
+                    const float *row = wt + (int64_t)idx[n] * SCATTER_TAPS * co;
+                    for (int t = 0; t < SCATTER_TAPS; t++)
+                        for (int a = 0; a < 2; a++) {
+                            vec v;
+                            memcpy(&v, row + (2 * t + a) * LANES, VECTOR_BYTES);
+                            acc[t][a] += v;
+                        }
+                }
+                /* Tap (ky, kx) of input (iy, ix) lands on output (iy + 1 - ky, ix + 1 - kx). */
+                for (int t = 0; t < SCATTER_TAPS; t++) {
+                    const int64_t oy = iy + 1 - t / 3, ox = ix + 1 - t % 3;
+                    if (oy < 0 || ox < 0 || oy >= h || ox >= w) continue;
+                    float *o = out + ((b * h + oy) * w + ox) * co;
+                    for (int a = 0; a < 2; a++) {
+                        vec v;
+                        memcpy(&v, o + a * LANES, VECTOR_BYTES);
+                        v += acc[t][a];
+                        memcpy(o + a * LANES, &v, VECTOR_BYTES);
+                    }
+                }
+            }
+    }
+}
+
+/* The convolution in the order of spike_order; returns that order, NO_ORDER (nothing
+   computed) when the shape does not suit either. */
 int spike_conv(const int32_t *idx, const int64_t *first, int64_t b0, int64_t b1,
                int64_t h, int64_t w, const float *wt, const float *bias, int64_t k,
                int64_t ci, int64_t co_all, int64_t stride, int64_t pad, int64_t r,
                float *out, int64_t ho, int64_t wo) {
+    const int order = spike_order(k, stride, co_all, r);
+    if (order == SCATTER) {
+        scatter(idx, first, b0, b1, h, w, wt, bias, out);
+        return order;
+    }
 #define CASE(N)                                                                         \
     case N:                                                                             \
         conv_##N(idx, first, b0, b1, h, w, wt, bias, k, ci, co_all, stride, pad, r, out, \
                  ho, wo);                                                               \
-        return N;
-    switch (spike_chunk_vectors(co_all / (r * r))) {
+        return order;
+    switch (spike_chunk_vectors(co_all / r)) {
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(6) CASE(8)
     }
-    return 0;
+    return NO_ORDER;
 }

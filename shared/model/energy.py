@@ -40,7 +40,8 @@ class EnergyMeter:
     (and the attention products of :class:`ParallaxAttention`) while it is active.
 
     Modules that read the time-mean of spikes carry ``spike_steps = T``; their input counts
-    as ``T`` steps of spikes at the mean rate.
+    as ``T`` steps of spikes at the mean rate. A module that has counted the spikes of its
+    last input (``input_events``, an event-driven convolution) is not read again.
     """
 
     model: nn.Module
@@ -85,10 +86,18 @@ class EnergyMeter:
             macs = float(output.numel()) * fan_in
             count = self.layers[name]
             steps = getattr(module, "spike_steps", 0)
-            binary = self.spiking and bool(((x == 0) | (x == 1)).all())
+            events = getattr(module, "input_events", None)
+            if events is not None:
+                binary = self.spiking
+            else:
+                binary = self.spiking and bool(((x == 0) | (x == 1)).all())
             count.calls += 1
             if steps or binary:
-                rate = float(x.float().mean())
+                rate = (
+                    events / x.numel()
+                    if events is not None
+                    else float(x.float().mean())
+                )
                 count.sops += macs * rate * (steps or 1)
                 count.rate_sum += rate
                 count.spiking_input = True

@@ -57,6 +57,9 @@ class EventConv2d(nn.Conv2d):
     #: None: dense only.
     event_weight: Tensor | None = None
     event_bias: Tensor | None = None
+    #: Spikes in the last input when it ran event-driven (None after a dense run): the
+    #: energy meter reads its rate from here instead of from the input again.
+    input_events: int | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, upscale: int = 1) -> EventConv2d | None:
@@ -138,6 +141,7 @@ class EventConv2d(nn.Conv2d):
         return F.pixel_shuffle(y, self.upscale) if self.upscale > 1 else y
 
     def forward(self, x: Tensor) -> Tensor:
+        self.input_events = None
         if (
             self.event_weight is None
             or torch.is_grad_enabled()
@@ -197,6 +201,8 @@ class EventConv2d(nn.Conv2d):
             not_spikes = sum(_pool(threads).map(lambda b: run(*b), ranges))
         if not_spikes:
             return self._dense(x)
+        lists = first[: n * (h * w + 1)].view(n, h * w + 1)
+        self.input_events = int((lists[:, -1] - lists[:, 0]).sum())
         return out.permute(0, 3, 1, 2)
 
 

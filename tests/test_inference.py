@@ -65,8 +65,10 @@ def test_inference_lif_gives_the_training_kernels_spikes(overrides) -> None:
     fast.fast_inference = True
     x = 1.5 * torch.randn(4, 3, 5, 6, 7)
     expanded = x[:1].expand(4, -1, -1, -1, -1)
+    # Channels-last steps, as the fast path has them: the native kernel on a CPU.
+    steps = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(x.shape)
     with torch.no_grad():
-        for inputs in (x, expanded):
+        for inputs in (x, expanded, steps, steps[:1].expand(4, -1, -1, -1, -1)):
             want = reference(inputs)
             got = fast(inputs)
             torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -2,10 +2,11 @@
 and loaded with ctypes.
 
 The library is built with the system's C compiler (``$CC``, else ``cc``) at
-``-O3 -march=native`` and any ``$SPIKELINK_CFLAGS`` (``-mno-avx512f`` builds the AVX2
-variant on an AVX-512 CPU) into ``$SPIKELINK_CACHE`` (else ``$XDG_CACHE_HOME/spikelink``, else
-``~/.cache/spikelink``), under a name that hashes the source, the compiler, its flags and
-the CPU's flags, so a changed source, compiler or machine builds afresh. The build takes
+``-O3 -march=native -ffp-contract=off`` and any ``$SPIKELINK_CFLAGS`` (``-mno-avx512f``
+builds the AVX2 variant on an AVX-512 CPU) into ``$SPIKELINK_CACHE`` (else
+``$XDG_CACHE_HOME/spikelink``, else ``~/.cache/spikelink``), under a name that hashes the
+source, the compiler, its flags and the CPU's flags, so a changed source, compiler or
+machine builds afresh. The build takes
 about a second; processes that start together (the link's) each write a temporary file
 and rename it into place. Where no compiler works, :func:`spike_kernels` is None, the
 reason is logged once, and the fast path keeps oneDNN's dense convolutions.
@@ -27,7 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("spike_conv.c")
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC")
 I64, PTR = ctypes.c_int64, ctypes.c_void_p
 
 
@@ -97,6 +98,9 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.spike_conv.restype = ctypes.c_int
     lib.spike_conv.argtypes = [PTR, PTR, I64, I64, I64, I64, PTR, PTR] + [I64] * 6
     lib.spike_conv.argtypes += [PTR, I64, I64]
+    lib.lif_steps.restype = I64
+    lib.lif_steps.argtypes = [PTR, I64, I64, I64, PTR, ctypes.c_float, ctypes.c_float]
+    lib.lif_steps.argtypes += [ctypes.c_int, PTR]
     return lib
 
 

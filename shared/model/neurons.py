@@ -18,6 +18,7 @@ from spikingjelly.activation_based import neuron, surrogate
 from torch import Tensor, nn
 
 from shared.config import ModelConfig
+from shared.model.native import spike_kernels
 
 SURROGATES: dict[str, type[surrogate.SurrogateFunctionBase]] = {
     "atan": surrogate.ATan,
@@ -115,9 +116,12 @@ def lif_inference(
     x_seq: Tensor, v0: Tensor, decay: float, v_threshold: float, soft_reset: bool
 ) -> tuple[Tensor, Tensor]:
     """The multi-step LIF of :class:`_MultiStepLIF` for inference, with a hard reset to 0
-    or a soft reset: the same spikes in three in-place passes per step (charge as one
-    ``lerp``, compare into the spike tensor, reset as one multiply-add) and nothing kept
-    for a backward pass.
+    or a soft reset: the same spikes with nothing kept for a backward pass.
+
+    On a CPU in float32 it is one pass of the native kernel (``lif_steps`` in
+    ``spike_conv.c``) over all T steps, with the training kernel's rounding; elsewhere three
+    in-place passes per step (charge as one ``lerp``, compare into the spike tensor, reset
+    as one multiply-add).
 
     Input ``x_seq : [T, N, C, H, W]`` float (any strides, a time-expanded input too),
     ``v0`` the membrane before the first step (broadcastable to ``x_seq[0]``). Output
@@ -133,6 +137,8 @@ def lif_inference(
     ).view(x_seq.shape)
     v = torch.empty_like(s_seq[0])
     v.copy_(v0.expand_as(v))
+    if _native_lif(x_seq, v, decay, v_threshold, soft_reset, s_seq):
+        return s_seq, v
     for t in range(steps):
         spikes = s_seq[t]
         v.lerp_(x_seq[t], decay)
@@ -142,6 +148,43 @@ def lif_inference(
         else:
             v.addcmul_(v, spikes, value=-1.0)
     return s_seq, v
+
+
+def _native_lif(
+    x_seq: Tensor,
+    v: Tensor,
+    decay: float,
+    v_threshold: float,
+    soft_reset: bool,
+    s_seq: Tensor,
+) -> bool:
+    """:func:`lif_inference` by the native kernel, into ``v`` and ``s_seq``; False (nothing
+    done) unless the input is float32 on a CPU with every step laid out like ``v`` and
+    the kernels are built."""
+    step = x_seq[0]
+    if (
+        x_seq.device.type != "cpu"
+        or x_seq.dtype != torch.float32
+        or x_seq.dim() != 5
+        or not step.is_contiguous(memory_format=torch.channels_last)
+        or (x_seq.shape[0] > 1 and x_seq.stride(0) not in (0, step.numel()))
+    ):
+        return False
+    kernels = spike_kernels()
+    if kernels is None:
+        return False
+    kernels.lif_steps(
+        step.data_ptr(),
+        x_seq.stride(0) if x_seq.shape[0] > 1 else 0,
+        x_seq.shape[0],
+        step.numel(),
+        v.data_ptr(),
+        decay,
+        v_threshold,
+        int(soft_reset),
+        s_seq.data_ptr(),
+    )
+    return True
 
 
 def _after_reset(

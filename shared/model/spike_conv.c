@@ -210,3 +210,34 @@ int spike_conv(const int32_t *idx, const int64_t *first, int64_t b0, int64_t b1,
     }
     return NO_ORDER;
 }
+
+/* The multi-step LIF of inference (shared/model/neurons.py) over `steps` steps of `count`
+   neurons each: step t of the input at x + t * step_stride (0: the same input at every
+   step), spikes written to spikes[t][count], the membrane v[count] updated in place. The
+   rounding is the training kernel's, h = (x - v) * decay + v, with no fused multiply-add
+   (the build passes -ffp-contract=off); a hard reset is to 0, a soft one subtracts the
+   threshold. Returns the number of spikes. */
+#define LIF_TILE 512
+int64_t lif_steps(const float *restrict x, int64_t step_stride, int64_t steps,
+                  int64_t count, float *restrict v, float decay, float threshold, int soft,
+                  float *restrict spikes) {
+    int64_t fired = 0;
+    for (int64_t i0 = 0; i0 < count; i0 += LIF_TILE) {
+        const int64_t n = count - i0 < LIF_TILE ? count - i0 : LIF_TILE;
+        float *restrict vt = v + i0;
+        for (int64_t t = 0; t < steps; t++) {
+            const float *restrict xt = x + t * step_stride + i0;
+            float *restrict st = spikes + t * count + i0;
+            int32_t total = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const float h = (xt[i] - vt[i]) * decay + vt[i];
+                const int32_t fire = h >= threshold;
+                st[i] = (float)fire;
+                total += fire;
+                vt[i] = soft ? h - threshold * (float)fire : (fire ? 0.0f : h);
+            }
+            fired += total;
+        }
+    }
+    return fired;
+}

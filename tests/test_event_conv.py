@@ -31,7 +31,7 @@ needs_kernels = pytest.mark.skipif(
 def spikes(shape: tuple[int, ...], rate: float, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(shape, generator=g) < rate).float()
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def conv_with_bias(c_in: int, c_out: int, stride: int, seed: int) -> nn.Conv2d:
@@ -79,6 +79,38 @@ def test_event_convolution_equals_the_dense_one(
     assert got.shape == want.shape
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert event.input_events == int(x.sum())
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "steps, views, c_in, c_out, stride, upscale",
+    [(4, 2, 8, 64, 1, 1), (2, 3, 16, 48, 2, 1), (4, 1, 16, 4 * 32, 1, 2)],
+)
+def test_pairs_of_time_steps_give_the_dense_sums(
+    threads, steps, views, c_in, c_out, stride, upscale
+) -> None:
+    """Consecutive steps of a view share their weight loads; spikes that persist from
+    one step to the next (and some that do not) all count."""
+    conv = conv_with_bias(c_in, c_out, stride, seed=steps + c_out)
+    event = EventConv2d.from_conv(conv, upscale)
+    event.steps = steps
+    first = spikes((views, c_in, 6, 10), 0.3, seed=1)
+    flips = spikes((steps, views, c_in, 6, 10), 0.2, seed=2)
+    x = (first[None] + flips) % 2  # [T, views, ...]: step t flips some spikes of t - 1
+    x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            got, want = event(x), conv(x)
+    finally:
+        torch.set_num_threads(before)
+    if upscale > 1:
+        want = F.pixel_shuffle(want, upscale)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert event.input_events == int(x.sum())
 
 
 @needs_kernels
@@ -164,16 +196,21 @@ def test_the_kernels_are_built_once_into_the_cache(tmp_path: Path, monkeypatch) 
 )
 def test_the_avx2_build_gives_the_same_sums(tmp_path: Path, monkeypatch) -> None:
     """On an AVX-512 CPU, the kernels built without it (256-bit vectors, the scalar
-    spike lists) are the ones an AVX2 machine runs."""
+    spike lists, pairs of steps) are the ones an AVX2 machine runs."""
     monkeypatch.setenv("SPIKELINK_CACHE", str(tmp_path))
     monkeypatch.setenv("SPIKELINK_CFLAGS", "-mno-avx512f")
     native.spike_kernels.cache_clear()
     try:
         assert native.spike_kernels().spike_lanes() == 8
         x = spikes((2, 16, 5, 9), 0.25, seed=9)
-        for c_out, upscale, order in ((4 * 24, 2, GATHER), (16, 1, SCATTER)):
+        for c_out, upscale, order, steps in (
+            (4 * 24, 2, GATHER, 1),
+            (64, 1, GATHER, 2),
+            (16, 1, SCATTER, 1),
+        ):
             conv = conv_with_bias(16, c_out, 1, seed=8)
             event = EventConv2d.from_conv(conv, upscale)
+            event.steps = steps
             assert event.order == order
             with torch.no_grad():
                 want = conv(x)

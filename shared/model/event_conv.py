@@ -32,9 +32,6 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 #: The summation orders of ``spike_order`` in spike_conv.c.
 NO_ORDER, GATHER, SCATTER = 0, 1, 2
 
-#: Entries past the end of the spike lists that ``spike_index`` may write (one vector).
-INDEX_SLACK = 16
-
 
 def _address(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
@@ -57,6 +54,9 @@ class EventConv2d(nn.Conv2d):
     #: None: dense only.
     event_weight: Tensor | None = None
     event_bias: Tensor | None = None
+    #: Time steps of the model whose images the batch holds (time-major): pairs of
+    #: consecutive steps share their weight loads (set by :func:`use_event_convolutions`).
+    steps: int = 1
     #: Spikes in the last input when it ran event-driven (None after a dense run): the
     #: energy meter reads its rate from here instead of from the input again.
     input_events: int | None = None
@@ -162,54 +162,89 @@ class EventConv2d(nn.Conv2d):
             self.upscale,
         )
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        idx, first = self._lists(spikes.numel() + INDEX_SLACK, n * (h * w + 1))
         out = torch.empty(n, ho * r, wo * r, self.out_channels // r**2)
+        weights = (_address(self.event_weight), _address(self.event_bias))
+        scatter = self.order == SCATTER
+        pairs = None if scatter else step_pairs(n, self.steps)
+        items = n if scatter else pairs.shape[0]
+        per_item = 1 if scatter else 2  # images in a work item
+        entries = items * (per_item * h * w * c + kernels.spike_slack())
+        offsets = items * (per_item * 2 - 1) * h * w + items
+        idx, first = self._lists(entries, offsets)
+        lists = (_address(idx), _address(first))
 
-        def run(b0: int, b1: int) -> int:
-            bad = kernels.spike_index(
-                _address(spikes), b0, b1, h * w, c, _address(idx), _address(first)
-            )
-            if bad:
+        def run(i0: int, i1: int) -> int:
+            if scatter:
+                bad = kernels.spike_index(_address(spikes), i0, i1, h * w, c, *lists)
+                if not bad:
+                    at = (
+                        h,
+                        w,
+                        *weights,
+                        k,
+                        stride,
+                        self.out_channels,
+                        r,
+                        _address(out),
+                    )
+                    kernels.spike_scatter(*lists, i0, i1, *at)
                 return bad
-            kernels.spike_conv(
-                _address(idx),
-                _address(first),
-                b0,
-                b1,
-                h,
-                w,
-                _address(self.event_weight),
-                _address(self.event_bias),
-                k,
-                c,
-                self.out_channels,
-                stride,
-                pad,
-                r,
-                _address(out),
-                ho,
-                wo,
+            bad = kernels.spike_index_pairs(
+                _address(spikes), _address(pairs), i0, i1, h * w, c, *lists
             )
-            return 0
+            if not bad:
+                at = (h, w, *weights, k, c, self.out_channels, stride, pad, r)
+                kernels.spike_gather(
+                    *lists, _address(pairs), i0, i1, *at, _address(out), ho, wo
+                )
+            return bad
 
-        threads = min(torch.get_num_threads(), n)
-        bounds = [n * i // threads for i in range(threads + 1)]
+        threads = min(torch.get_num_threads(), items)
         if threads == 1:
-            not_spikes = run(0, n)
+            not_spikes = run(0, items)
         else:
+            bounds = [items * i // threads for i in range(threads + 1)]
             ranges = zip(bounds[:-1], bounds[1:])
             not_spikes = sum(_pool(threads).map(lambda b: run(*b), ranges))
         if not_spikes:
             return self._dense(x)
-        lists = first[: n * (h * w + 1)].view(n, h * w + 1)
-        self.input_events = int((lists[:, -1] - lists[:, 0]).sum())
+        self.input_events = _count_events(first[:offsets], items, pairs)
         return out.permute(0, 3, 1, 2)
 
 
-def use_event_convolutions(model: nn.Module) -> int:
+def step_pairs(images: int, steps: int) -> Tensor:
+    """The image pairs that gather together, ``[P, 2]`` int64: for a batch of ``steps``
+    time steps (time-major: image ``t * views + v``), steps ``t`` and ``t + 1`` of each
+    view; a last odd step, or a batch that does not hold whole steps, pairs consecutive
+    images and the last odd one with itself."""
+    if steps > 1 and images % steps == 0:
+        views = images // steps
+        first = [t * views + v for t in range(0, steps, 2) for v in range(views)]
+        pairs = [(a, a + views if a + views < images else a) for a in first]
+    else:
+        pairs = [(a, min(a + 1, images - 1)) for a in range(0, images, 2)]
+    return torch.tensor(pairs, dtype=torch.int64)
+
+
+def _count_events(first: Tensor, items: int, pairs: Tensor | None) -> int:
+    """Spikes in the spike lists of ``items`` images or pairs whose offsets are ``first``:
+    per image (``pairs`` None), the length of its lists; per pair of distinct images, the
+    shared list twice and the others once (an image paired with itself has only the
+    shared list)."""
+    if pairs is None:
+        per_image = first.view(items, -1)
+        return int((per_image[:, -1] - per_image[:, 0]).sum())
+    lists = first.view(items, -1)
+    lengths = (lists[:, 1:] - lists[:, :-1]).view(items, -1, 3).sum(dim=1)
+    distinct = (pairs[:, 0] != pairs[:, 1]).to(lengths.dtype)
+    return int((lengths[:, 0] * (1 + distinct) + lengths[:, 1] + lengths[:, 2]).sum())
+
+
+def use_event_convolutions(model: nn.Module, steps: int = 1) -> int:
     """Replace, in place, every convolution that reads a neuron's spikes (of
     :class:`SpikingConv` and :class:`SpikingUpsample`, with its pixel shuffle) by an
-    :class:`EventConv2d`; needs BatchNorm folded first. Output: how many were replaced."""
+    :class:`EventConv2d` for batches of ``steps`` time steps; needs BatchNorm folded
+    first. Output: how many were replaced."""
     replaced = 0
     for block in model.modules():
         if not isinstance(block, (SpikingConv, SpikingUpsample)):
@@ -222,6 +257,7 @@ def use_event_convolutions(model: nn.Module) -> int:
         event = EventConv2d.from_conv(layers[0], upscale)
         if event is None:
             continue
+        event.steps = steps
         layers[0] = event
         if shuffle:
             layers[1] = nn.Identity()

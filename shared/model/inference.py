@@ -164,7 +164,7 @@ def accelerate(model: StereoJSCC, settings: InferenceConfig) -> StereoJSCC:
             keep_freed_memory()
             if settings.event_driven and model.inference_dtype == torch.float32:
                 with torch.no_grad():
-                    use_event_convolutions(model)
+                    use_event_convolutions(model, model.steps)
         for module in model.modules():
             if is_neuron(module) and hasattr(module, "fast_inference"):
                 module.fast_inference = True

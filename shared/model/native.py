@@ -87,20 +87,39 @@ def _build(compiler: str, target: Path) -> None:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
-    lib.spike_lanes.restype = ctypes.c_int
-    lib.spike_lanes.argtypes = []
-    lib.spike_chunk_vectors.restype = ctypes.c_int
-    lib.spike_chunk_vectors.argtypes = [I64]
-    lib.spike_order.restype = ctypes.c_int
-    lib.spike_order.argtypes = [I64] * 4
-    lib.spike_index.restype = I64
-    lib.spike_index.argtypes = [PTR, I64, I64, I64, I64, PTR, PTR]
-    lib.spike_conv.restype = ctypes.c_int
-    lib.spike_conv.argtypes = [PTR, PTR, I64, I64, I64, I64, PTR, PTR] + [I64] * 6
-    lib.spike_conv.argtypes += [PTR, I64, I64]
-    lib.lif_steps.restype = I64
-    lib.lif_steps.argtypes = [PTR, I64, I64, I64, PTR, ctypes.c_float, ctypes.c_float]
-    lib.lif_steps.argtypes += [ctypes.c_int, PTR]
+    signatures = {
+        "spike_lanes": (ctypes.c_int, []),
+        "spike_slack": (ctypes.c_int, []),
+        "spike_chunk_vectors": (ctypes.c_int, [I64]),
+        "spike_order": (ctypes.c_int, [I64] * 4),
+        "spike_index": (I64, [PTR, I64, I64, I64, I64, PTR, PTR]),
+        "spike_scatter": (
+            ctypes.c_int,
+            [PTR, PTR, I64, I64, I64, I64, PTR, PTR, I64, I64, I64, I64, PTR],
+        ),
+        "spike_index_pairs": (I64, [PTR, PTR, I64, I64, I64, I64, PTR, PTR]),
+        "spike_gather": (
+            ctypes.c_int,
+            [PTR, PTR, PTR, I64, I64, I64, I64, PTR, PTR] + [I64] * 6 + [PTR, I64, I64],
+        ),
+        "lif_steps": (
+            I64,
+            [
+                PTR,
+                I64,
+                I64,
+                I64,
+                PTR,
+                ctypes.c_float,
+                ctypes.c_float,
+                ctypes.c_int,
+                PTR,
+            ],
+        ),
+    }
+    for name, (result, arguments) in signatures.items():
+        function = getattr(lib, name)
+        function.restype, function.argtypes = result, arguments
     return lib
 
 

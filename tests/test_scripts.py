@@ -1,4 +1,5 @@
-"""The GPU-lease helpers: the training-data pack and the side-by-side deadline trainer."""
+"""The helper scripts: the GPU-lease training-data pack, the side-by-side deadline trainer
+and the benchmarks."""
 
 from __future__ import annotations
 
@@ -185,3 +186,11 @@ def test_the_gpu_campaign_trains_evaluates_and_times_in_one_command(
             psnr = result["eval"][f"{name}_{which}"]["10 dB"]["psnr"]
             assert 5 < psnr < 60
     assert result["timings"]["total_s"] < 120
+
+
+def test_bench_lif_times_the_native_kernel_and_the_torch_passes() -> None:
+    done = _script("bench_lif.py", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["shape"][1] for r in records] == [32, 64, 192]
+    assert all(r["native_ms"] > 0 and r["torch_passes_ms"] > 0 for r in records)

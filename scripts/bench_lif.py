@@ -15,28 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 from unittest import mock
 
 import torch
 
+from shared.bench import median_ms
 from shared.model import neurons
 from shared.model.inference import keep_freed_memory
 
 #: ``[T * views, C, H, W]`` of the bundled SNN's neuron inputs at 128x256.
 SHAPES = ((8, 32, 128, 256), (8, 64, 64, 128), (8, 192, 32, 64))
-
-
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 def main() -> None:

@@ -87,10 +87,9 @@ class EnergyMeter:
             count = self.layers[name]
             steps = getattr(module, "spike_steps", 0)
             events = getattr(module, "input_events", None)
-            if events is not None:
-                binary = self.spiking
-            else:
-                binary = self.spiking and bool(((x == 0) | (x == 1)).all())
+            binary = self.spiking and (
+                events is not None or bool(((x == 0) | (x == 1)).all())
+            )
             count.calls += 1
             if steps or binary:
                 rate = (

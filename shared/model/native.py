@@ -6,10 +6,10 @@ The library is built with the system's C compiler (``$CC``, else ``cc``) at
 builds the AVX2 variant on an AVX-512 CPU) into ``$SPIKELINK_CACHE`` (else
 ``$XDG_CACHE_HOME/spikelink``, else ``~/.cache/spikelink``), under a name that hashes the
 source, the compiler, its flags and the CPU's flags, so a changed source, compiler or
-machine builds afresh. The build takes
-about a second; processes that start together (the link's) each write a temporary file
-and rename it into place. Where no compiler works, :func:`spike_kernels` is None, the
-reason is logged once, and the fast path keeps oneDNN's dense convolutions.
+machine builds afresh. The build takes about a second; processes that start together (the
+link's) each write a temporary file and rename it into place. Where no compiler works,
+:func:`spike_kernels` is None, the reason is logged once, and the fast path keeps
+oneDNN's dense convolutions.
 """
 
 from __future__ import annotations

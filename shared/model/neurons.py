@@ -114,7 +114,7 @@ class _MultiStepLIF(torch.autograd.Function):
 
 def lif_inference(
     x_seq: Tensor, v0: Tensor, decay: float, v_threshold: float, soft_reset: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """The multi-step LIF of :class:`_MultiStepLIF` for inference, with a hard reset to 0
     or a soft reset: the same spikes with nothing kept for a backward pass.
 
@@ -126,7 +126,8 @@ def lif_inference(
     Input ``x_seq : [T, N, C, H, W]`` float (any strides, a time-expanded input too),
     ``v0`` the membrane before the first step (broadcastable to ``x_seq[0]``). Output
     ``s_seq`` like ``x_seq`` in {0, 1}, each step stored channels-last (what the next
-    convolution reads fastest on a CPU), and the last membrane potential.
+    convolution reads fastest on a CPU), the last membrane potential, and the mean firing
+    rate (a 0-d tensor; the native kernel counts the spikes as it writes them).
     """
     steps, rest = x_seq.shape[0], x_seq.shape[1:]
     s_seq = torch.empty(
@@ -137,8 +138,9 @@ def lif_inference(
     ).view(x_seq.shape)
     v = torch.empty_like(s_seq[0])
     v.copy_(v0.expand_as(v))
-    if _native_lif(x_seq, v, decay, v_threshold, soft_reset, s_seq):
-        return s_seq, v
+    fired = _native_lif(x_seq, v, decay, v_threshold, soft_reset, s_seq)
+    if fired is not None:
+        return s_seq, v, torch.tensor(fired / s_seq.numel(), dtype=s_seq.dtype)
     for t in range(steps):
         spikes = s_seq[t]
         v.lerp_(x_seq[t], decay)
@@ -147,7 +149,7 @@ def lif_inference(
             v.sub_(spikes, alpha=v_threshold)
         else:
             v.addcmul_(v, spikes, value=-1.0)
-    return s_seq, v
+    return s_seq, v, s_seq.mean()
 
 
 def _native_lif(
@@ -157,10 +159,10 @@ def _native_lif(
     v_threshold: float,
     soft_reset: bool,
     s_seq: Tensor,
-) -> bool:
-    """:func:`lif_inference` by the native kernel, into ``v`` and ``s_seq``; False (nothing
-    done) unless the input is float32 on a CPU with every step laid out like ``v`` and
-    the kernels are built."""
+) -> int | None:
+    """:func:`lif_inference` by the native kernel, into ``v`` and ``s_seq``: the number of
+    spikes; None (nothing done) unless the input is float32 on a CPU with every step laid
+    out like ``v`` and the kernels are built."""
     step = x_seq[0]
     if (
         x_seq.device.type != "cpu"
@@ -169,11 +171,11 @@ def _native_lif(
         or not step.is_contiguous(memory_format=torch.channels_last)
         or (x_seq.shape[0] > 1 and x_seq.stride(0) not in (0, step.numel()))
     ):
-        return False
+        return None
     kernels = spike_kernels()
     if kernels is None:
-        return False
-    kernels.lif_steps(
+        return None
+    return kernels.lif_steps(
         step.data_ptr(),
         x_seq.stride(0) if x_seq.shape[0] > 1 else 0,
         x_seq.shape[0],
@@ -184,7 +186,6 @@ def _native_lif(
         int(soft_reset),
         s_seq.data_ptr(),
     )
-    return True
 
 
 def _after_reset(
@@ -226,6 +227,7 @@ class _FusedMixin:
         raise NotImplementedError
 
     def multi_step_forward(self, x_seq: Tensor) -> Tensor:
+        rate = None
         if self.backend != "fused":
             spikes = super().multi_step_forward(x_seq)
         elif (
@@ -234,7 +236,7 @@ class _FusedMixin:
             and self.v_reset in (None, 0.0)
         ):
             self.v_float_to_tensor(x_seq[0])
-            spikes, self.v = lif_inference(
+            spikes, self.v, rate = lif_inference(
                 x_seq,
                 self.v,
                 float(self._decay(x_seq)),
@@ -255,7 +257,7 @@ class _FusedMixin:
                 sg.alpha,
             )
             self.v = v_last
-        self.rate = spikes.detach().mean()
+        self.rate = spikes.detach().mean() if rate is None else rate
         return spikes
 
 

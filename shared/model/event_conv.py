@@ -4,30 +4,23 @@ the weights of the inputs that fired, and skips the rest.
 The bundled SNN's spiking convolutions see 4-31 % of their inputs fire (docs/RESULTS.md);
 oneDNN computes them densely, every zero included. :class:`EventConv2d` computes them with
 the native kernels of :mod:`shared.model.native` on a CPU in float32 without autograd,
-splitting the images of a batch over ``torch.get_num_threads()`` threads, and falls back
-to the dense convolution everywhere else (and for an input that is not a spike map). It
-is the same convolution: the sums differ from oneDNN's only in their rounding order.
+splitting the images of a batch over the kernel threads (:mod:`shared.model.kernel_threads`),
+and falls back to the dense convolution everywhere else (and for an input that is not a
+spike map). It is the same convolution: the sums differ from oneDNN's only in their
+rounding order.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shared.model.blocks import SpikingConv, SpikingUpsample
+from shared.model.kernel_threads import split_over_threads
 from shared.model.native import spike_kernels
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A pool of ``threads`` workers (the kernels' ctypes calls release the GIL)."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spikes")
-
 
 #: The summation orders of ``spike_order`` in spike_conv.c.
 NO_ORDER, GATHER, SCATTER = 0, 1, 2
@@ -199,14 +192,7 @@ class EventConv2d(nn.Conv2d):
                 )
             return bad
 
-        threads = min(torch.get_num_threads(), items)
-        if threads == 1:
-            not_spikes = run(0, items)
-        else:
-            bounds = [items * i // threads for i in range(threads + 1)]
-            ranges = zip(bounds[:-1], bounds[1:])
-            not_spikes = sum(_pool(threads).map(lambda b: run(*b), ranges))
-        if not_spikes:
+        if split_over_threads(run, items):
             return self._dense(x)
         self.input_events = _count_events(first[:offsets], items, pairs)
         return out.permute(0, 3, 1, 2)

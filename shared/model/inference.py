@@ -8,7 +8,9 @@ path, in place:
   energy accounting, stay as they are;
 - the LIF layers run :func:`shared.model.neurons.lif_inference` when autograd is off;
 - on a CPU in float32, the convolutions that read spikes are event-driven
-  (:mod:`shared.model.event_conv`) unless ``infer.event_driven`` is false;
+  (:mod:`shared.model.event_conv`) unless ``infer.event_driven`` is false, and during
+  each pass torch runs its own operations on one thread while the native kernels split
+  their work over the threads torch was set to (:mod:`shared.model.kernel_threads`);
 - tensors between layers are channels-last, which the CPU's oneDNN convolutions read
   1.1-1.8x faster than contiguous ones;
 - the model moves to the configured device, and runs under bfloat16 autocast where the
@@ -165,6 +167,9 @@ def accelerate(model: StereoJSCC, settings: InferenceConfig) -> StereoJSCC:
             if settings.event_driven and model.inference_dtype == torch.float32:
                 with torch.no_grad():
                     use_event_convolutions(model, model.steps)
+                model.event_driven = any(
+                    isinstance(m, EventConv2d) for m in model.modules()
+                )
         for module in model.modules():
             if is_neuron(module) and hasattr(module, "fast_inference"):
                 module.fast_inference = True
@@ -177,9 +182,8 @@ def describe(model: StereoJSCC) -> str:
     device = next(model.parameters()).device
     dtype = str(model.inference_dtype).removeprefix("torch.")
     fast = model.memory_format == torch.channels_last
-    events = any(isinstance(m, EventConv2d) for m in model.modules())
     path = f"{'fast' if fast else 'reference'} path"
-    return f"{device}, {dtype}, {path}{', event-driven' if events else ''}"
+    return f"{device}, {dtype}, {path}{', event-driven' if model.event_driven else ''}"
 
 
 def load_for_inference(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
 import torch
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
@@ -19,6 +22,7 @@ from shared.model.blocks import (
     time_mean,
 )
 from shared.model.fusion import ParallaxAttention
+from shared.model.kernel_threads import native_threading
 from shared.model.neurons import is_neuron, make_neuron
 
 #: Initial BatchNorm scale. With 1.0 a LIF layer behind BN fires on ~4 % of its inputs at
@@ -179,6 +183,7 @@ class StereoJSCC(nn.Module):
         #: :func:`shared.model.inference.accelerate`; the reference path by default).
         self.inference_dtype = torch.float32
         self.memory_format = torch.contiguous_format
+        self.event_driven = False
 
     # ------------------------------------------------------------------ sizes
 
@@ -238,13 +243,20 @@ class StereoJSCC(nn.Module):
         x = x.to(next(self.parameters()).device)
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
-    def _inference_autocast(self) -> torch.autocast:
+    @contextmanager
+    def _inference_context(self) -> Iterator[None]:
+        """bfloat16 autocast where the fast path runs bfloat16; the native kernels'
+        threading where its spiking convolutions are event-driven."""
         device = next(self.parameters()).device
-        return torch.autocast(
-            device_type=device.type,
-            dtype=torch.bfloat16,
-            enabled=self.inference_dtype == torch.bfloat16,
-        )
+        with (
+            torch.autocast(
+                device_type=device.type,
+                dtype=torch.bfloat16,
+                enabled=self.inference_dtype == torch.bfloat16,
+            ),
+            native_threading() if self.event_driven else nullcontext(),
+        ):
+            yield
 
     @torch.no_grad()
     def encode(self, x_left: Tensor, x_right: Tensor) -> dict[str, Tensor | tuple]:
@@ -262,7 +274,7 @@ class StereoJSCC(nn.Module):
         shape : latent_shape, per view
         """
         functional.reset_net(self)
-        with self._inference_autocast():
+        with self._inference_context():
             views = self._encode_views(self._on_model(x_left), self._on_model(x_right))
         latent = self.code.quantise(views.float()).to(x_left.device)
         functional.reset_net(self)
@@ -287,7 +299,7 @@ class StereoJSCC(nn.Module):
         """
         functional.reset_net(self)
         snr_db = received.snr_db
-        with self._inference_autocast():
+        with self._inference_context():
             x_hat = self.decoder(
                 self._on_model(received.soft),
                 None if snr_db is None else self._on_model(snr_db),

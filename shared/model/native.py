@@ -109,6 +109,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                 I64,
                 I64,
                 I64,
+                I64,
+                I64,
                 PTR,
                 ctypes.c_float,
                 ctypes.c_float,

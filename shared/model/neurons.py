@@ -18,7 +18,12 @@ from spikingjelly.activation_based import neuron, surrogate
 from torch import Tensor, nn
 
 from shared.config import ModelConfig
+from shared.model.kernel_threads import split_over_threads
 from shared.model.native import spike_kernels
+
+#: The fewest neurons (per step) the native LIF gives one thread: smaller layers stay on
+#: one thread, where handing them to another costs more than it saves.
+LIF_GRAIN = 1 << 15
 
 SURROGATES: dict[str, type[surrogate.SurrogateFunctionBase]] = {
     "atan": surrogate.ATan,
@@ -175,17 +180,23 @@ def _native_lif(
     kernels = spike_kernels()
     if kernels is None:
         return None
-    return kernels.lif_steps(
-        step.data_ptr(),
-        x_seq.stride(0) if x_seq.shape[0] > 1 else 0,
-        x_seq.shape[0],
-        step.numel(),
-        v.data_ptr(),
-        decay,
-        v_threshold,
-        int(soft_reset),
-        s_seq.data_ptr(),
-    )
+
+    def run(begin: int, end: int) -> int:
+        return kernels.lif_steps(
+            step.data_ptr(),
+            x_seq.stride(0) if x_seq.shape[0] > 1 else 0,
+            x_seq.shape[0],
+            step.numel(),
+            begin,
+            end,
+            v.data_ptr(),
+            decay,
+            v_threshold,
+            int(soft_reset),
+            s_seq.data_ptr(),
+        )
+
+    return split_over_threads(run, step.numel(), LIF_GRAIN)
 
 
 def _after_reset(

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import calibrated_tiny
 
 from shared.config import InferenceConfig
 from shared.evaluation import batch_through_channel
 from shared.model import native
 from shared.model.checkpoint import load_model
+from shared.model.event_conv import EventConv2d
 from shared.model.inference import accelerate
 from shared.model.kernel_threads import (
     kernel_threads,
@@ -100,3 +102,12 @@ def test_an_event_driven_pass_runs_torch_on_one_thread(
     single = model.decode(received)
     for side in ("x_hat_left", "x_hat_right"):
         assert torch.equal(split[side], single[side])
+
+
+def test_the_twin_is_not_event_driven(tmp_path: Path) -> None:
+    """The twin's convolutions read rates, not spikes: they stay oneDNN's, and torch
+    keeps all its threads for them."""
+    model, _ = load_model(calibrated_tiny(tmp_path, "model.kind=cnn"))
+    accelerate(model, InferenceConfig(device="cpu", precision="float32"))
+    assert not model.event_driven
+    assert not any(isinstance(m, EventConv2d) for m in model.modules())

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from shared.model.blocks import SpikingConv, SpikingUpsample
 from shared.model.kernel_threads import split_over_threads
 from shared.model.native import spike_kernels
+from shared.model.neurons import is_spiking
 
 #: The summation orders of ``spike_order`` in spike_conv.c.
 NO_ORDER, GATHER, SCATTER = 0, 1, 2
@@ -229,11 +230,14 @@ def _count_events(first: Tensor, items: int, pairs: Tensor | None) -> int:
 def use_event_convolutions(model: nn.Module, steps: int = 1) -> int:
     """Replace, in place, every convolution that reads a neuron's spikes (of
     :class:`SpikingConv` and :class:`SpikingUpsample`, with its pixel shuffle) by an
-    :class:`EventConv2d` for batches of ``steps`` time steps; needs BatchNorm folded
-    first. Output: how many were replaced."""
+    :class:`EventConv2d` for batches of ``steps`` time steps (the twin's, which read
+    real-valued rates, stay as they are); needs BatchNorm folded first. Output: how many
+    were replaced."""
     replaced = 0
     for block in model.modules():
-        if not isinstance(block, (SpikingConv, SpikingUpsample)):
+        if not isinstance(block, (SpikingConv, SpikingUpsample)) or not is_spiking(
+            block.neuron
+        ):
             continue
         layers = block.conv
         if isinstance(layers[0], EventConv2d):

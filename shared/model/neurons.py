@@ -393,3 +393,8 @@ def make_neuron(cfg: ModelConfig) -> nn.Module:
 def is_neuron(module: nn.Module) -> bool:
     """True for the layers whose outputs are spikes (or the twin's rates)."""
     return isinstance(module, (_FusedMixin, RateActivation))
+
+
+def is_spiking(module: nn.Module) -> bool:
+    """True for the layers whose outputs are spikes (not the twin's rates)."""
+    return isinstance(module, _FusedMixin)

@@ -10,7 +10,13 @@ from torch import nn
 from shared.config import load_config
 from shared.data.frames import Frame
 from shared.evaluation import evaluate
-from shared.model.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, twin_macs_per_frame
+from shared.model.energy import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    EnergyMeter,
+    is_binary,
+    twin_macs_per_frame,
+)
 from shared.model.registry import build_model
 
 
@@ -49,3 +55,13 @@ def test_evaluation_reports_energy_per_frame(sample_pair) -> None:
         twin_macs_per_frame(model.cfg, 64, 128) * E_MAC_PJ
     )
     assert 0 < record["firing_rate"] < 1
+
+
+def test_a_spike_map_is_binary_and_a_real_map_is_not() -> None:
+    spikes = (torch.rand(2, 8, 5, 6) < 0.3).float()
+    assert is_binary(spikes.contiguous(memory_format=torch.channels_last))
+    assert is_binary(torch.zeros(7))
+    assert not is_binary(torch.rand(2, 8, 5, 6))
+    late = spikes.clone()
+    late[1, 3, 4, 2] = 0.5  # the first row is spikes; the value that is not comes later
+    assert not is_binary(late)

@@ -23,6 +23,16 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 
+def is_binary(x: Tensor) -> bool:
+    """Whether every element of ``x`` is 0 or 1. One row along the last axis is tried
+    first: a real-valued input almost always fails there, without a pass over all of it
+    (3 ms for the decoder's readout input at 128x256)."""
+    probe = x[(0,) * (x.dim() - 1)] if x.dim() > 1 else x
+    if not bool(((probe == 0) | (probe == 1)).all()):
+        return False
+    return bool(((x == 0) | (x == 1)).all())
+
+
 @dataclass
 class LayerCount:
     """Running totals of one layer: operations and the input firing rate seen."""
@@ -87,9 +97,7 @@ class EnergyMeter:
             count = self.layers[name]
             steps = getattr(module, "spike_steps", 0)
             events = getattr(module, "input_events", None)
-            binary = self.spiking and (
-                events is not None or bool(((x == 0) | (x == 1)).all())
-            )
+            binary = self.spiking and (events is not None or is_binary(x))
             count.calls += 1
             if steps or binary:
                 rate = (

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from shared.measure.quality import distinct_values
 from shared.metrics import mean_and_sem, ms_ssim, psnr
 
 
@@ -36,3 +37,11 @@ def test_ms_ssim_settings() -> None:
 def test_mean_and_standard_error() -> None:
     assert mean_and_sem([1.0, 3.0]) == (2.0, 1.0)
     assert mean_and_sem([5.0, float("inf")]) == (5.0, 0.0)
+
+
+def test_distinct_values_counts_as_unique_does() -> None:
+    levels = torch.rand(37)
+    x = levels[torch.randint(0, 37, (1, 3, 16, 24))]
+    assert distinct_values(x) == x.unique().numel() == 37
+    assert distinct_values(x[..., :5, :7]) == x[..., :5, :7].unique().numel()
+    assert distinct_values(torch.tensor([0.0, -0.0, 1.0, 0.5, 0.5])) == 3

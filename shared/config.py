@@ -224,7 +224,9 @@ class LinkConfig:
     heartbeat timeout aborts the process, libzmq issues 3937, 4364 and 4767.) The
     launcher restarts a crashed process ``max_restarts`` times with ``resume_stream``
     set: the transmitter continues after the last frame it sent, the receiver keeps its
-    records.
+    records. Each process runs torch's operations on ``threads`` threads (0: half the
+    CPU cores) and the fast path's native kernels on ``kernel_threads`` (0: all of them;
+    ``shared.model.kernel_threads``).
     """
 
     channel_in: str = "tcp://127.0.0.1:5555"
@@ -249,6 +251,7 @@ class LinkConfig:
     stream: int = _bounded(1, 0, 2**32 - 1)
     summary_every_s: float = _bounded(10.0, 0.0, None, lo_open=True)
     threads: int = _bounded(0, 0, 256)
+    kernel_threads: int = _bounded(0, 0, 256)
     security: Literal["none", "curve"] = "none"
     keys_dir: str = ""
     max_restarts: int = _bounded(3, 0, None)

@@ -3,6 +3,8 @@ kernels' work split over the threads torch was set to, with the same results as 
 
 from __future__ import annotations
 
+import contextvars
+import os
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from conftest import calibrated_tiny
 
 from shared.config import InferenceConfig
 from shared.evaluation import batch_through_channel
+from shared.link.process import process_kernel_threads
 from shared.model import native
 from shared.model.checkpoint import load_model
 from shared.model.event_conv import EventConv2d
@@ -19,6 +22,7 @@ from shared.model.inference import accelerate
 from shared.model.kernel_threads import (
     kernel_threads,
     native_threading,
+    set_kernel_threads,
     split_over_threads,
 )
 from shared.model.neurons import LIF_GRAIN, lif_inference
@@ -46,6 +50,23 @@ def test_native_threading_moves_torch_to_one_thread_and_back(two_threads) -> Non
     with pytest.raises(RuntimeError), native_threading():
         raise RuntimeError("a failing pass")
     assert torch.get_num_threads() == 2
+
+
+def test_a_process_can_give_the_kernels_more_threads_than_torch(two_threads) -> None:
+    """A link process: torch on half the cores, the kernels on all of them."""
+
+    def in_a_process() -> None:
+        torch.set_num_threads(1)
+        set_kernel_threads(3)
+        assert kernel_threads() == 3
+        with native_threading():
+            assert (torch.get_num_threads(), kernel_threads()) == (1, 3)
+        assert (torch.get_num_threads(), kernel_threads()) == (1, 3)
+
+    contextvars.copy_context().run(in_a_process)
+    assert kernel_threads() == torch.get_num_threads()
+    assert process_kernel_threads(0) == os.cpu_count()
+    assert process_kernel_threads(5) == 5
 
 
 def test_split_over_threads_covers_every_item_once(two_threads) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from shared.config import Config, add_config_arguments, dump_config, load_config
 from shared.errors import ConfigError, SpikeLinkError
+from shared.model.kernel_threads import set_kernel_threads
 from shared.signals import StopFlag
 
 #: The counters and settings the channel process ends with, in ``link.out_dir``.
@@ -33,6 +34,13 @@ def process_threads(configured: int) -> int:
     """Torch threads of one link process: as configured, or (0) half the CPU cores, since
     the transmitter and the receiver compute at the same time."""
     return configured or max(1, (os.cpu_count() or 2) // 2)
+
+
+def process_kernel_threads(configured: int) -> int:
+    """Native kernel threads of one link process: as configured, or (0) all the CPU
+    cores; they sleep when idle, so the receiver's kernels can use what the transmitter
+    leaves free."""
+    return configured or os.cpu_count() or 1
 
 
 ProcessBody = Callable[[Config, logging.Logger, StopFlag], int]
@@ -69,6 +77,7 @@ def run_process(
     log.info("resolved config:\n%s", dump_config(cfg))
     torch.set_grad_enabled(False)
     torch.set_num_threads(process_threads(cfg.link.threads))
+    set_kernel_threads(process_kernel_threads(cfg.link.kernel_threads))
     try:
         return body(cfg, log, StopFlag())
     except SpikeLinkError as exc:

@@ -29,9 +29,17 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def kernel_threads() -> int:
-    """How many threads the native kernels split their work over: those torch was set
-    to outside :func:`native_threading`, else torch's current count."""
+    """How many threads the native kernels split their work over: as set by
+    :func:`set_kernel_threads`, else those torch was set to outside
+    :func:`native_threading`, else torch's current count."""
     return _kernel_threads.get() or torch.get_num_threads()
+
+
+def set_kernel_threads(threads: int) -> None:
+    """Give the native kernels ``threads`` threads from now on in this thread's context,
+    whatever torch's count. Idle kernel threads sleep rather than spin, so a process may
+    give them more cores than torch (a link process: all of them, docs/RESULTS.md)."""
+    _kernel_threads.set(threads)
 
 
 @contextmanager

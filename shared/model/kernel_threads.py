@@ -6,7 +6,8 @@ parallel operation before they sleep, so with both on the same cores the kernels
 wait for cores that spinning workers hold: on 2 cores a decode of the bundled SNN took
 181 ms with torch at 2 threads against 210 ms at 1 (docs/RESULTS.md). Inside
 :func:`native_threading` torch runs its own operations on one thread, where no worker
-spins, and the kernels split their work over the threads torch was set to.
+spins, and the kernels split their work over the threads torch was set to, or over
+those a process gave them (:func:`set_kernel_threads`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def set_kernel_threads(threads: int) -> None:
 @contextmanager
 def native_threading() -> Iterator[None]:
     """Run the enclosed pass with torch's operations on one thread and the native
-    kernels on the threads torch was set to; restores torch's count afterwards.
+    kernels on :func:`kernel_threads` threads; restores torch's count afterwards.
 
     torch's thread count is global to the process: other threads that run torch
     operations meanwhile get one thread too.

@@ -39,7 +39,7 @@ from shared.link.messages import (
     read_from_channel,
     read_reference,
 )
-from shared.link.process import run_process
+from shared.link.process import process_kernel_threads, run_process
 from shared.link.security import (
     client_of,
     link_keys,
@@ -60,6 +60,7 @@ from shared.link.sockets import (
 from shared.measure.meter import decode_measured, twin_energy_pj
 from shared.measure.quality import view_quality
 from shared.model.inference import describe, load_for_inference
+from shared.model.kernel_threads import set_kernel_threads
 from shared.signals import StopFlag
 
 NAME = "receiver"
@@ -84,6 +85,7 @@ class ReceiverProcess:
     def __init__(self, cfg: Config, log: logging.Logger, stop: StopFlag) -> None:
         self.cfg, self.log, self.stop = cfg, log, stop
         self.model, self.model_cfg = load_for_inference(cfg.link.model, cfg.infer)
+        set_kernel_threads(process_kernel_threads(cfg.link.kernel_threads))
         log.info("model %s on %s", cfg.link.model, describe(self.model))
         self.out_dir = Path(cfg.link.out_dir)
         self.frames = FrameLog(self.out_dir, resume=cfg.link.resume_stream)

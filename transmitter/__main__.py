@@ -24,7 +24,7 @@ from shared.link.messages import (
     ReferenceView,
     SourceInfo,
 )
-from shared.link.process import run_process
+from shared.link.process import process_kernel_threads, run_process
 from shared.link.security import client_of, link_keys
 from shared.link.sockets import (
     close_all,
@@ -34,6 +34,7 @@ from shared.link.sockets import (
 )
 from shared.measure.meter import encode_measured
 from shared.model.inference import describe, load_for_inference
+from shared.model.kernel_threads import set_kernel_threads
 from shared.signals import StopFlag
 from transmitter import progress
 from transmitter.progress import start_seq
@@ -109,6 +110,7 @@ def pace(cfg: Config, until: float, data: zmq.Socket, stop: StopFlag) -> None:
 
 def stream(cfg: Config, log: logging.Logger, stop: StopFlag) -> int:
     model, _ = load_for_inference(cfg.link.model, cfg.infer)
+    set_kernel_threads(process_kernel_threads(cfg.link.kernel_threads))
     log.info("model %s on %s", cfg.link.model, describe(model))
     total = count_frames(cfg)
     keys = link_keys(cfg.link, "transmitter")

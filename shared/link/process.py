@@ -12,7 +12,6 @@ import torch
 
 from shared.config import Config, add_config_arguments, dump_config, load_config
 from shared.errors import ConfigError, SpikeLinkError
-from shared.model.kernel_threads import set_kernel_threads
 from shared.signals import StopFlag
 
 #: The counters and settings the channel process ends with, in ``link.out_dir``.
@@ -37,9 +36,10 @@ def process_threads(configured: int) -> int:
 
 
 def process_kernel_threads(configured: int) -> int:
-    """Native kernel threads of one link process: as configured, or (0) all the CPU
-    cores; they sleep when idle, so the receiver's kernels can use what the transmitter
-    leaves free."""
+    """Native kernel threads of a link process that runs a model (the transmitter and
+    the receiver set them with :func:`shared.model.kernel_threads.set_kernel_threads`):
+    as configured, or (0) all the CPU cores; they sleep when idle, so the receiver's
+    kernels can use what the transmitter leaves free."""
     return configured or os.cpu_count() or 1
 
 
@@ -77,7 +77,6 @@ def run_process(
     log.info("resolved config:\n%s", dump_config(cfg))
     torch.set_grad_enabled(False)
     torch.set_num_threads(process_threads(cfg.link.threads))
-    set_kernel_threads(process_kernel_threads(cfg.link.kernel_threads))
     try:
         return body(cfg, log, StopFlag())
     except SpikeLinkError as exc:

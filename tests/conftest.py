@@ -23,11 +23,17 @@ from shared.data.synthesis import synthetic_stereo
 from shared.link.hop import send
 from shared.link.messages import ChannelView, LatentView, SourceInfo
 from shared.measure.activity import Activity
+from shared.model import native
 from shared.model.registry import build_model
 from shared.wire import WIRE_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
+
+#: Marks a test of the native kernels, which need a C compiler to be built.
+needs_kernels = pytest.mark.skipif(
+    native.spike_kernels() is None, reason="no C compiler: the kernels cannot be built"
+)
 
 
 #: The environment of the processes a test starts: unbuffered output, no warnings.

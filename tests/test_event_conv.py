@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import needs_kernels
 from torch import nn
 
 from shared.config import InferenceConfig
@@ -22,10 +23,6 @@ from shared.model.event_conv import (
     use_event_convolutions,
 )
 from shared.model.inference import accelerate, describe
-
-needs_kernels = pytest.mark.skipif(
-    native.spike_kernels() is None, reason="no C compiler: the kernels cannot be built"
-)
 
 
 def spikes(shape: tuple[int, ...], rate: float, seed: int) -> torch.Tensor:

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import calibrated_tiny
+from conftest import calibrated_tiny, needs_kernels
 
 from shared.config import InferenceConfig
 from shared.evaluation import batch_through_channel
 from shared.link.process import process_kernel_threads
-from shared.model import native
 from shared.model.checkpoint import load_model
 from shared.model.event_conv import EventConv2d
 from shared.model.inference import accelerate
@@ -26,10 +25,6 @@ from shared.model.kernel_threads import (
     split_over_threads,
 )
 from shared.model.neurons import LIF_GRAIN, lif_inference
-
-needs_kernels = pytest.mark.skipif(
-    native.spike_kernels() is None, reason="no C compiler: the kernels cannot be built"
-)
 
 
 @pytest.fixture

@@ -181,12 +181,15 @@ def _native_lif(
     if kernels is None:
         return None
 
+    steps, count = x_seq.shape[0], step.numel()
+    step_stride = x_seq.stride(0) if steps > 1 else 0
+
     def run(begin: int, end: int) -> int:
         return kernels.lif_steps(
             step.data_ptr(),
-            x_seq.stride(0) if x_seq.shape[0] > 1 else 0,
-            x_seq.shape[0],
-            step.numel(),
+            step_stride,
+            steps,
+            count,
             begin,
             end,
             v.data_ptr(),
@@ -196,7 +199,7 @@ def _native_lif(
             s_seq.data_ptr(),
         )
 
-    return split_over_threads(run, step.numel(), LIF_GRAIN)
+    return split_over_threads(run, count, LIF_GRAIN)
 
 
 def _after_reset(

@@ -83,13 +83,21 @@ def test_event_convolution_equals_the_dense_one(
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "steps, views, c_in, c_out, stride, upscale",
-    [(4, 2, 8, 64, 1, 1), (2, 3, 16, 48, 2, 1), (4, 1, 16, 4 * 32, 1, 2)],
+    [
+        (4, 2, 8, 64, 1, 1),
+        (2, 3, 16, 48, 2, 1),
+        (4, 1, 16, 4 * 32, 1, 2),
+        (5, 2, 20, 64, 1, 1),
+        (6, 1, 16, 48, 2, 1),
+        (3, 2, 8, 4 * 16, 1, 2),
+    ],
 )
-def test_pairs_of_time_steps_give_the_dense_sums(
+def test_groups_of_time_steps_give_the_dense_sums(
     threads, steps, views, c_in, c_out, stride, upscale
 ) -> None:
-    """Consecutive steps of a view share their weight loads; spikes that persist from
-    one step to the next (and some that do not) all count."""
+    """Consecutive steps of a view share their weight loads in groups of four and of
+    two (a last odd step alone); spikes that persist from one step to the next (and some
+    that do not) all count, each once."""
     conv = conv_with_bias(c_in, c_out, stride, seed=steps + c_out)
     event = EventConv2d.from_conv(conv, upscale)
     event.steps = steps
@@ -193,16 +201,17 @@ def test_the_kernels_are_built_once_into_the_cache(tmp_path: Path, monkeypatch) 
 )
 def test_the_avx2_build_gives_the_same_sums(tmp_path: Path, monkeypatch) -> None:
     """On an AVX-512 CPU, the kernels built without it (256-bit vectors, the scalar
-    spike lists, pairs of steps) are the ones an AVX2 machine runs."""
+    spike lists, groups of two and four steps) are the ones an AVX2 machine runs."""
     monkeypatch.setenv("SPIKELINK_CACHE", str(tmp_path))
     monkeypatch.setenv("SPIKELINK_CFLAGS", "-mno-avx512f")
     native.spike_kernels.cache_clear()
     try:
         assert native.spike_kernels().spike_lanes() == 8
-        x = spikes((2, 16, 5, 9), 0.25, seed=9)
+        x = spikes((4, 16, 5, 9), 0.25, seed=9)
         for c_out, upscale, order, steps in (
             (4 * 24, 2, GATHER, 1),
             (64, 1, GATHER, 2),
+            (48, 1, GATHER, 4),
             (16, 1, SCATTER, 1),
         ):
             conv = conv_with_bias(16, c_out, 1, seed=8)

@@ -158,8 +158,13 @@ class Scenario:
         # The transmitter and the channel finish up to a pipeline of queues ahead of
         # the receiver's log; the samples end before the first of them can exit.
         ahead = 4 * self.cfg.link.hwm + 10
-        soak_start = self.logged()
-        soak_end = max(soak_start, total - ahead)
+        soak_start, soak_end = self.logged(), total - ahead
+        if soak_start >= soak_end:
+            raise LinkError(
+                f"fault scenario: the stream reached frame {soak_start} of {total} "
+                f"while the faults ran, past the soak's last sample ({soak_end}); "
+                "run more --frames"
+            )
         for i in range(1, RSS_SAMPLES + 1):
             mark = soak_start + (soak_end - soak_start) * i // RSS_SAMPLES
             self.wait_for(lambda: self.logged() >= mark, "the end of the soak")

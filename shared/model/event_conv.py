@@ -48,7 +48,7 @@ class EventConv2d(nn.Conv2d):
     #: None: dense only.
     event_weight: Tensor | None = None
     event_bias: Tensor | None = None
-    #: Time steps of the model whose images the batch holds (time-major): pairs of
+    #: Time steps of the model whose images the batch holds (time-major): groups of
     #: consecutive steps share their weight loads (set by :func:`use_event_convolutions`).
     steps: int = 1
     #: Spikes in the last input when it ran event-driven (None after a dense run): the
@@ -114,18 +114,16 @@ class EventConv2d(nn.Conv2d):
             .contiguous()
         )
 
-    def _lists(self, entries: int, offsets: int) -> tuple[Tensor, Tensor]:
-        """Scratch space for the spike lists (kept: a fresh block of this size costs a
-        page fault per 4 KB on every call)."""
+    def _lists(self, entries: int, offsets: int, groups: int) -> tuple[Tensor, ...]:
+        """Scratch space for the spike lists, their offsets and the groups' spike counts
+        (kept: a fresh block of this size costs a page fault per 4 KB on every call)."""
         scratch = getattr(self, "_scratch", None)
-        if (
-            scratch is None
-            or scratch[0].numel() < entries
-            or scratch[1].numel() < offsets
-        ):
+        sizes = (entries, offsets, groups)
+        if scratch is None or any(t.numel() < n for t, n in zip(scratch, sizes)):
             scratch = (
                 torch.empty(entries, dtype=torch.int32),
                 torch.empty(offsets, dtype=torch.int64),
+                torch.empty(groups, dtype=torch.int64),
             )
             self._scratch = scratch
         return scratch
@@ -146,7 +144,6 @@ class EventConv2d(nn.Conv2d):
         return self._events(x)
 
     def _events(self, x: Tensor) -> Tensor:
-        kernels = spike_kernels()
         spikes = x.permute(0, 2, 3, 1).contiguous()
         n, h, w, c = spikes.shape
         k, stride, pad, r = (
@@ -157,74 +154,102 @@ class EventConv2d(nn.Conv2d):
         )
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
         out = torch.empty(n, ho * r, wo * r, self.out_channels // r**2)
-        weights = (_address(self.event_weight), _address(self.event_bias))
-        scatter = self.order == SCATTER
-        pairs = None if scatter else step_pairs(n, self.steps)
-        items = n if scatter else pairs.shape[0]
-        per_item = 1 if scatter else 2  # images in a work item
-        entries = items * (per_item * h * w * c + kernels.spike_slack())
-        offsets = items * (per_item * 2 - 1) * h * w + items
-        idx, first = self._lists(entries, offsets)
-        lists = (_address(idx), _address(first))
-
-        def run(i0: int, i1: int) -> int:
-            if scatter:
-                bad = kernels.spike_index(_address(spikes), i0, i1, h * w, c, *lists)
-                if not bad:
-                    at = (
-                        h,
-                        w,
-                        *weights,
-                        k,
-                        stride,
-                        self.out_channels,
-                        r,
-                        _address(out),
-                    )
-                    kernels.spike_scatter(*lists, i0, i1, *at)
-                return bad
-            bad = kernels.spike_index_pairs(
-                _address(spikes), _address(pairs), i0, i1, h * w, c, *lists
-            )
-            if not bad:
-                at = (h, w, *weights, k, c, self.out_channels, stride, pad, r)
-                kernels.spike_gather(
-                    *lists, _address(pairs), i0, i1, *at, _address(out), ho, wo
-                )
-            return bad
-
-        if split_over_threads(run, items):
-            return self._dense(x)
-        self.input_events = _count_events(first[:offsets], items, pairs)
+        if self.order == SCATTER:
+            groups = [torch.arange(n, dtype=torch.int64).view(n, 1)]
+        else:
+            groups = step_groups(n, self.steps)
+        events = 0
+        for group in groups:
+            fired = self._run_groups(spikes, group, out, ho, wo)
+            if fired is None:
+                return self._dense(x)
+            events += fired
+        self.input_events = events
         return out.permute(0, 3, 1, 2)
 
+    def _run_groups(
+        self, spikes: Tensor, groups: Tensor, out: Tensor, ho: int, wo: int
+    ) -> int | None:
+        """The outputs of the images of ``groups`` (``[P, G]`` image indices into
+        ``spikes [N, H, W, C]``) into ``out``, groups split over the kernel threads; the
+        number of spikes in them, or None (nothing usable computed) where the input is
+        not a spike map."""
+        kernels = spike_kernels()
+        _, h, w, c = spikes.shape
+        items, size = groups.shape
+        nodes = 2 * size - 1
+        entries = items * (size * h * w * c + kernels.spike_slack())
+        idx, first, fired = self._lists(entries, items * (nodes * h * w + 1), items)
+        lists = (_address(idx), _address(first))
+        weights = (_address(self.event_weight), _address(self.event_bias))
+        k, stride, pad, r = (
+            self.kernel_size[0],
+            self.stride[0],
+            self.padding[0],
+            self.upscale,
+        )
 
-def step_pairs(images: int, steps: int) -> Tensor:
-    """The image pairs that gather together, ``[P, 2]`` int64: for a batch of ``steps``
-    time steps (time-major: image ``t * views + v``), steps ``t`` and ``t + 1`` of each
-    view; a last odd step, or a batch that does not hold whole steps, pairs consecutive
-    images and the last odd one with itself."""
-    if steps > 1 and images % steps == 0:
-        views = images // steps
-        first = [t * views + v for t in range(0, steps, 2) for v in range(views)]
-        pairs = [(a, a + views if a + views < images else a) for a in first]
-    else:
+        def run(i0: int, i1: int) -> int:
+            bad = kernels.spike_index(
+                _address(spikes),
+                _address(groups),
+                size,
+                i0,
+                i1,
+                h * w,
+                c,
+                *lists,
+                _address(fired),
+            )
+            if bad:
+                return bad
+            if self.order == SCATTER:
+                shape = (h, w, *weights, k, stride, self.out_channels, r)
+                kernels.spike_scatter(*lists, i0, i1, *shape, _address(out))
+            else:
+                shape = (h, w, *weights, k, c, self.out_channels, stride, pad, r)
+                kernels.spike_gather(
+                    *lists,
+                    _address(groups),
+                    size,
+                    i0,
+                    i1,
+                    *shape,
+                    _address(out),
+                    ho,
+                    wo,
+                )
+            return 0
+
+        if split_over_threads(run, items):
+            return None
+        return int(fired[:items].sum())
+
+
+def step_groups(images: int, steps: int) -> list[Tensor]:
+    """The groups of images that gather together, each ``[P, G]`` int64 for G = 4 and
+    G = 2 (those present). For a batch of ``steps`` time steps (time-major: image
+    ``t * views + v``), steps ``t .. t + 3`` of each view, and steps ``t, t + 1`` for the
+    last two or three (a last odd step paired with itself); a batch that does not hold
+    whole steps pairs consecutive images (the last odd one with itself)."""
+    if steps < 2 or images % steps:
         pairs = [(a, min(a + 1, images - 1)) for a in range(0, images, 2)]
-    return torch.tensor(pairs, dtype=torch.int64)
-
-
-def _count_events(first: Tensor, items: int, pairs: Tensor | None) -> int:
-    """Spikes in the spike lists of ``items`` images or pairs whose offsets are ``first``:
-    per image (``pairs`` None), the length of its lists; per pair of distinct images, the
-    shared list twice and the others once (an image paired with itself has only the
-    shared list)."""
-    if pairs is None:
-        per_image = first.view(items, -1)
-        return int((per_image[:, -1] - per_image[:, 0]).sum())
-    lists = first.view(items, -1)
-    lengths = (lists[:, 1:] - lists[:, :-1]).view(items, -1, 3).sum(dim=1)
-    distinct = (pairs[:, 0] != pairs[:, 1]).to(lengths.dtype)
-    return int((lengths[:, 0] * (1 + distinct) + lengths[:, 1] + lengths[:, 2]).sum())
+        return [torch.tensor(pairs, dtype=torch.int64)]
+    views = images // steps
+    quads = steps // 4 * 4
+    groups = [
+        [
+            [(t + j) * views + v for j in range(4)]
+            for t in range(0, quads, 4)
+            for v in range(views)
+        ],
+        [
+            [t * views + v, min(t + 1, steps - 1) * views + v]
+            for t in range(quads, steps, 2)
+            for v in range(views)
+        ],
+    ]
+    return [torch.tensor(g, dtype=torch.int64) for g in groups if g]
 
 
 def use_event_convolutions(model: nn.Module, steps: int = 1) -> int:

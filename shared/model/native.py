@@ -92,15 +92,14 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "spike_slack": (ctypes.c_int, []),
         "spike_chunk_vectors": (ctypes.c_int, [I64]),
         "spike_order": (ctypes.c_int, [I64] * 4),
-        "spike_index": (I64, [PTR, I64, I64, I64, I64, PTR, PTR]),
+        "spike_index": (I64, [PTR, PTR, I64, I64, I64, I64, I64, PTR, PTR, PTR]),
         "spike_scatter": (
             ctypes.c_int,
             [PTR, PTR, I64, I64, I64, I64, PTR, PTR, I64, I64, I64, I64, PTR],
         ),
-        "spike_index_pairs": (I64, [PTR, PTR, I64, I64, I64, I64, PTR, PTR]),
         "spike_gather": (
             ctypes.c_int,
-            [PTR, PTR, PTR, I64, I64, I64, I64, PTR, PTR] + [I64] * 6 + [PTR, I64, I64],
+            [PTR, PTR, PTR] + [I64] * 5 + [PTR, PTR] + [I64] * 6 + [PTR, I64, I64],
         ),
         "lif_steps": (
             I64,

@@ -42,7 +42,7 @@ def main() -> None:
             return neurons.lif_inference(x, v0, 0.5, 1.0, soft_reset=False)
 
         native = median_ms(step, args.repeats)
-        with mock.patch.object(neurons, "_native_lif", return_value=False):
+        with mock.patch.object(neurons, "_native_lif", return_value=None):
             passes = median_ms(step, args.repeats)
         record = {"shape": list(shape), "native_ms": native, "torch_passes_ms": passes}
         print(json.dumps(record), flush=True)

@@ -111,6 +111,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
                 I64,
                 I64,
                 PTR,
+                ctypes.c_int,
+                ctypes.c_float,
                 ctypes.c_float,
                 ctypes.c_float,
                 ctypes.c_int,

@@ -118,7 +118,11 @@ class _MultiStepLIF(torch.autograd.Function):
 
 
 def lif_inference(
-    x_seq: Tensor, v0: Tensor, decay: float, v_threshold: float, soft_reset: bool
+    x_seq: Tensor,
+    v0: Tensor | float,
+    decay: float,
+    v_threshold: float,
+    soft_reset: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The multi-step LIF of :class:`_MultiStepLIF` for inference, with a hard reset to 0
     or a soft reset: the same spikes with nothing kept for a backward pass.
@@ -129,7 +133,8 @@ def lif_inference(
     as one multiply-add).
 
     Input ``x_seq : [T, N, C, H, W]`` float (any strides, a time-expanded input too),
-    ``v0`` the membrane before the first step (broadcastable to ``x_seq[0]``). Output
+    ``v0`` the membrane before the first step (broadcastable to ``x_seq[0]``, or one value
+    for every neuron: a fresh layer's, which the native kernel writes as it goes). Output
     ``s_seq`` like ``x_seq`` in {0, 1}, each step stored channels-last (what the next
     convolution reads fastest on a CPU), the last membrane potential, and the mean firing
     rate (a 0-d tensor; the native kernel counts the spikes as it writes them).
@@ -142,10 +147,16 @@ def lif_inference(
         memory_format=torch.channels_last,
     ).view(x_seq.shape)
     v = torch.empty_like(s_seq[0])
-    v.copy_(v0.expand_as(v))
-    fired = _native_lif(x_seq, v, decay, v_threshold, soft_reset, s_seq)
+    fresh = not isinstance(v0, Tensor)
+    if not fresh:
+        v.copy_(v0.expand_as(v))
+    fired = _native_lif(
+        x_seq, v, v0 if fresh else None, decay, v_threshold, soft_reset, s_seq
+    )
     if fired is not None:
         return s_seq, v, torch.tensor(fired / s_seq.numel(), dtype=s_seq.dtype)
+    if fresh:
+        v.fill_(v0)
     for t in range(steps):
         spikes = s_seq[t]
         v.lerp_(x_seq[t], decay)
@@ -160,12 +171,14 @@ def lif_inference(
 def _native_lif(
     x_seq: Tensor,
     v: Tensor,
+    v_start: float | None,
     decay: float,
     v_threshold: float,
     soft_reset: bool,
     s_seq: Tensor,
 ) -> int | None:
-    """:func:`lif_inference` by the native kernel, into ``v`` and ``s_seq``: the number of
+    """:func:`lif_inference` by the native kernel, into ``v`` (from ``v_start`` at every
+    neuron, or from what ``v`` holds where it is None) and ``s_seq``: the number of
     spikes; None (nothing done) unless the input is float32 on a CPU with every step laid
     out like ``v`` and the kernels are built."""
     step = x_seq[0]
@@ -193,6 +206,8 @@ def _native_lif(
             begin,
             end,
             v.data_ptr(),
+            int(v_start is not None),
+            0.0 if v_start is None else v_start,
             decay,
             v_threshold,
             int(soft_reset),
@@ -249,10 +264,9 @@ class _FusedMixin:
             and not torch.is_grad_enabled()
             and self.v_reset in (None, 0.0)
         ):
-            self.v_float_to_tensor(x_seq[0])
             spikes, self.v, rate = lif_inference(
                 x_seq,
-                self.v,
+                self.v,  # a float for a fresh layer
                 float(self._decay(x_seq)),
                 self.v_threshold,
                 soft_reset=self.v_reset is None,

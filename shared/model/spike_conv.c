@@ -356,18 +356,21 @@ int spike_gather(const int32_t *idx, const int64_t *first, const int64_t *groups
 /* The multi-step LIF of inference (shared/model/neurons.py) over `steps` steps of `count`
    neurons each, for the neurons begin..end-1: step t of the input at x + t * step_stride
    (0: the same input at every step), spikes written to spikes[t][count], the membrane
-   v[count] updated in place. The rounding is the training kernel's,
-   h = (x - v) * decay + v, with no fused multiply-add (the build passes
-   -ffp-contract=off); a hard reset is to 0, a soft one subtracts the threshold. Returns
-   the number of spikes. */
+   v[count] updated in place; with `fresh` the membrane starts at v_start instead of v's
+   contents. The rounding is the training kernel's, h = (x - v) * decay + v, with no
+   fused multiply-add (the build passes -ffp-contract=off); a hard reset is to 0, a soft
+   one subtracts the threshold. Returns the number of spikes. */
 #define LIF_TILE 512
 int64_t lif_steps(const float *restrict x, int64_t step_stride, int64_t steps,
                   int64_t count, int64_t begin, int64_t end, float *restrict v,
-                  float decay, float threshold, int soft, float *restrict spikes) {
+                  int fresh, float v_start, float decay, float threshold, int soft,
+                  float *restrict spikes) {
     int64_t fired = 0;
     for (int64_t i0 = begin; i0 < end; i0 += LIF_TILE) {
         const int64_t n = end - i0 < LIF_TILE ? end - i0 : LIF_TILE;
         float *restrict vt = v + i0;
+        if (fresh)
+            for (int64_t i = 0; i < n; i++) vt[i] = v_start;
         for (int64_t t = 0; t < steps; t++) {
             const float *restrict xt = x + t * step_stride + i0;
             float *restrict st = spikes + t * count + i0;

@@ -51,6 +51,9 @@ def conv_with_bias(c_in: int, c_out: int, stride: int, seed: int) -> nn.Conv2d:
         (16, 48, 1, 1, (4, 4), 2, 1.0),
         (8, 4 * 32, 1, 2, (5, 6), 2, 0.15),
         (6, 4 * 16, 1, 2, (3, 4), 1, 0.0),
+        (8, 6, 1, 1, (5, 7), 4, 0.3),
+        (8, 20, 1, 1, (4, 6), 2, 0.3),
+        (8, 20, 2, 1, (6, 9), 2, 0.3),
     ],
 )
 def test_event_convolution_equals_the_dense_one(
@@ -60,7 +63,8 @@ def test_event_convolution_equals_the_dense_one(
     event = EventConv2d.from_conv(conv, upscale)
     assert event is not None
     lanes = native.spike_kernels().spike_lanes()
-    few = (stride, upscale, c_out) == (1, 1, 2 * lanes)
+    computed = -(-c_out // lanes) * lanes  # whole vectors, the extra ones dropped
+    few = (stride, upscale, computed) == (1, 1, 2 * lanes)
     assert event.order == (SCATTER if few else GATHER)
     x = spikes((batch, c_in, *size), rate, seed=c_in)
     before = torch.get_num_threads()
@@ -131,7 +135,7 @@ def test_an_input_that_is_not_spikes_gets_the_dense_convolution() -> None:
 
 @needs_kernels
 def test_convolutions_the_kernel_does_not_fit_stay_dense() -> None:
-    assert EventConv2d.from_conv(nn.Conv2d(16, 6, 3, padding=1)) is None
+    assert EventConv2d.from_conv(nn.Conv2d(16, 4 * 6, 3, padding=1), upscale=2) is None
     assert EventConv2d.from_conv(nn.Conv2d(16, 32, 3, padding=1, groups=2)) is None
     assert EventConv2d.from_conv(nn.Conv2d(16, 32, 3, padding=0)) is None
     assert EventConv2d.from_conv(nn.Conv2d(16, 32, (3, 1), padding=(1, 0))) is None

@@ -41,6 +41,9 @@ class EventConv2d(nn.Conv2d):
     """
 
     upscale: int = 1
+    #: Output channels the kernels compute: ``out_channels`` rounded up to whole vectors
+    #: (the extra ones have zero weights and are dropped) where there is no shuffle.
+    kernel_channels: int = 0
     #: The kernel's summation order (:data:`GATHER` or :data:`SCATTER`).
     order: int = NO_ORDER
     #: Weights laid out for that order (``[chunks, k, k, C_in, chunk]`` to gather,
@@ -58,7 +61,9 @@ class EventConv2d(nn.Conv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, upscale: int = 1) -> EventConv2d | None:
         """``conv`` as an event-driven convolution; None where the kernels are missing or
-        do not fit it (groups, dilation, non-square kernel, channel count)."""
+        do not fit it (groups, dilation, non-square kernel, channel count). Without a
+        shuffle any channel count fits: the kernels compute it rounded up to whole
+        vectors."""
         kernels = spike_kernels()
         k = conv.kernel_size[0]
         if (
@@ -72,7 +77,11 @@ class EventConv2d(nn.Conv2d):
             or conv.out_channels % upscale**2
         ):
             return None
-        order = kernels.spike_order(k, conv.stride[0], conv.out_channels, upscale)
+        channels = conv.out_channels
+        if upscale == 1:
+            lanes = kernels.spike_lanes()
+            channels = -(-channels // lanes) * lanes
+        order = kernels.spike_order(k, conv.stride[0], channels, upscale)
         if order == NO_ORDER:
             return None
         event = cls(
@@ -85,8 +94,8 @@ class EventConv2d(nn.Conv2d):
         )
         event.weight = conv.weight
         event.bias = conv.bias
-        event.upscale, event.order = upscale, order
-        run = conv.out_channels // upscale  # contiguous output channels, one row
+        event.upscale, event.order, event.kernel_channels = upscale, order, channels
+        run = channels // upscale  # contiguous output channels, one row
         chunk = kernels.spike_lanes() * kernels.spike_chunk_vectors(run)
         event._lay_out(order, chunk)
         return event
@@ -102,11 +111,13 @@ class EventConv2d(nn.Conv2d):
         bias = (
             self.bias if self.bias is not None else weight.new_zeros(self.out_channels)
         )
-        self.event_bias = bias.detach().float()[channels].contiguous()
+        extra = self.kernel_channels - self.out_channels  # zero weights, dropped
+        weight = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra))
+        self.event_bias = F.pad(bias.detach().float()[channels], (0, extra))
         if order == SCATTER:  # [C_in, k * k, C_out]
             self.event_weight = weight.permute(1, 2, 3, 0).contiguous()
             return
-        chunks = self.out_channels // chunk  # GATHER: [chunks, k, k, C_in, chunk]
+        chunks = self.kernel_channels // chunk  # GATHER: [chunks, k, k, C_in, chunk]
         self.event_weight = (
             weight.permute(2, 3, 1, 0)
             .reshape(k, k, self.in_channels, chunks, chunk)
@@ -153,7 +164,7 @@ class EventConv2d(nn.Conv2d):
             self.upscale,
         )
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-        out = torch.empty(n, ho * r, wo * r, self.out_channels // r**2)
+        out = torch.empty(n, ho * r, wo * r, self.kernel_channels // r**2)
         if self.order == SCATTER:
             groups = [torch.arange(n, dtype=torch.int64).view(n, 1)]
         else:
@@ -165,6 +176,8 @@ class EventConv2d(nn.Conv2d):
                 return self._dense(x)
             events += fired
         self.input_events = events
+        if self.kernel_channels > self.out_channels:
+            out = out[..., : self.out_channels].contiguous()
         return out.permute(0, 3, 1, 2)
 
     def _run_groups(
@@ -204,10 +217,10 @@ class EventConv2d(nn.Conv2d):
             if bad:
                 return bad
             if self.order == SCATTER:
-                shape = (h, w, *weights, k, stride, self.out_channels, r)
+                shape = (h, w, *weights, k, stride, self.kernel_channels, r)
                 kernels.spike_scatter(*lists, i0, i1, *shape, _address(out))
             else:
-                shape = (h, w, *weights, k, c, self.out_channels, stride, pad, r)
+                shape = (h, w, *weights, k, c, self.kernel_channels, stride, pad, r)
                 kernels.spike_gather(
                     *lists,
                     _address(groups),

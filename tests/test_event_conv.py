@@ -123,6 +123,32 @@ def test_groups_of_time_steps_give_the_dense_sums(
 
 
 @needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("c_out", [32, 64])
+def test_a_shortcut_is_added_as_the_model_adds_it(threads, c_out) -> None:
+    """A residual path added by the kernels as they store (gather; scatter after its
+    sums) gives the bits of ``shortcut + conv(x)``, for channels-last steps and a
+    time-expanded shortcut; one laid out otherwise is added by torch."""
+    conv = conv_with_bias(8, c_out, 1, seed=5)
+    event = EventConv2d.from_conv(conv)
+    event.steps = 4
+    x = spikes((8, 8, 6, 10), 0.3, seed=6)
+    u = torch.randn(4, 2, c_out, 6, 10, generator=torch.Generator().manual_seed(7))
+    steps = u.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(u.shape)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            plain = event(x)
+            for shortcut in (steps, steps[:1].expand(4, -1, -1, -1, -1), u):
+                want = (shortcut + plain.unflatten(0, (4, 2))).flatten(0, 1)
+                assert torch.equal(event(x, shortcut=shortcut), want)
+                assert event.input_events == int(x.sum())
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernels
 def test_an_input_that_is_not_spikes_gets_the_dense_convolution() -> None:
     conv = conv_with_bias(16, 32, 1, seed=3)
     event = EventConv2d.from_conv(conv)

@@ -38,7 +38,12 @@ def conv_bn(in_ch: int, out_ch: int, stride: int = 1, kernel: int = 3) -> nn.Mod
 
 
 class SpikingConv(nn.Module):
-    """neuron -> conv -> BN: ``[T, N, in_ch, H, W]`` real to ``[T, N, out_ch, H/s, W/s]``."""
+    """neuron -> conv -> BN: ``[T, N, in_ch, H, W]`` real to ``[T, N, out_ch, H/s, W/s]``,
+    plus a ``shortcut`` of the output's shape where one is given (a residual path)."""
+
+    #: Whether the convolution itself adds the shortcut as it stores its outputs (set by
+    #: the fast path where it is event-driven and BatchNorm is folded into it).
+    shortcut_into_conv: bool = False
 
     def __init__(
         self, cfg: ModelConfig, in_ch: int, out_ch: int, stride: int = 1
@@ -47,8 +52,14 @@ class SpikingConv(nn.Module):
         self.neuron = make_neuron(cfg)
         self.conv = conv_bn(in_ch, out_ch, stride)
 
-    def forward(self, u: Tensor) -> Tensor:
-        return self.conv(self.neuron(u))
+    def forward(self, u: Tensor, shortcut: Tensor | None = None) -> Tensor:
+        spikes = self.neuron(u)
+        if shortcut is None:
+            return self.conv(spikes)
+        if not self.shortcut_into_conv:
+            return shortcut + self.conv(spikes)
+        out = self.conv[0](spikes.flatten(0, 1), shortcut=shortcut)
+        return out.unflatten(0, spikes.shape[:2])
 
 
 class ResBlock(nn.Module):
@@ -61,7 +72,8 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, u: Tensor) -> Tensor:
-        return u + self.body(u)
+        first, last = self.body
+        return last(first(u), shortcut=u)
 
 
 class SpikingUpsample(nn.Module):

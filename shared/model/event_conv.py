@@ -143,7 +143,10 @@ class EventConv2d(nn.Conv2d):
         y = super().forward(x)
         return F.pixel_shuffle(y, self.upscale) if self.upscale > 1 else y
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
+        """The convolution of ``x``, plus ``shortcut`` (``[*lead, C_out, H', W']`` with
+        the leading dims making up N: a residual path, added in the model's order) where
+        given; the kernels add a shortcut laid out like their output as they store it."""
         self.input_events = None
         if (
             self.event_weight is None
@@ -151,10 +154,24 @@ class EventConv2d(nn.Conv2d):
             or x.device.type != "cpu"
             or x.dtype != torch.float32
         ):
-            return self._dense(x)
-        return self._events(x)
+            return _plus(shortcut, self._dense(x))
+        fused = _per_image(shortcut, x.shape[0]) if self._fits(shortcut) else None
+        out = self._events(x, fused)
+        return out if fused is not None else _plus(shortcut, out)
 
-    def _events(self, x: Tensor) -> Tensor:
+    def _fits(self, shortcut: Tensor | None) -> bool:
+        """Whether the kernels can add ``shortcut``: float32, each image's map laid out
+        like their output (channels-last, no dropped channels)."""
+        if shortcut is None or self.kernel_channels != self.out_channels:
+            return False
+        c, h, w = shortcut.shape[-3:]
+        return (
+            shortcut.dtype == torch.float32
+            and shortcut.device.type == "cpu"
+            and shortcut.stride()[-3:] == (1, w * c, c)
+        )
+
+    def _events(self, x: Tensor, shortcut: tuple[Tensor, Tensor] | None) -> Tensor:
         spikes = x.permute(0, 2, 3, 1).contiguous()
         n, h, w, c = spikes.shape
         k, stride, pad, r = (
@@ -171,7 +188,7 @@ class EventConv2d(nn.Conv2d):
             groups = step_groups(n, self.steps)
         events = 0
         for group in groups:
-            fired = self._run_groups(spikes, group, out, ho, wo)
+            fired = self._run_groups(spikes, group, out, ho, wo, shortcut)
             if fired is None:
                 return self._dense(x)
             events += fired
@@ -181,12 +198,19 @@ class EventConv2d(nn.Conv2d):
         return out.permute(0, 3, 1, 2)
 
     def _run_groups(
-        self, spikes: Tensor, groups: Tensor, out: Tensor, ho: int, wo: int
+        self,
+        spikes: Tensor,
+        groups: Tensor,
+        out: Tensor,
+        ho: int,
+        wo: int,
+        shortcut: tuple[Tensor, Tensor] | None,
     ) -> int | None:
         """The outputs of the images of ``groups`` (``[P, G]`` image indices into
-        ``spikes [N, H, W, C]``) into ``out``, groups split over the kernel threads; the
-        number of spikes in them, or None (nothing usable computed) where the input is
-        not a spike map."""
+        ``spikes [N, H, W, C]``) into ``out``, plus ``shortcut`` (a tensor and each
+        image's offset into it, in floats) where given, groups split over the kernel
+        threads; the number of spikes in them, or None (nothing usable computed) where
+        the input is not a spike map."""
         kernels = spike_kernels()
         _, h, w, c = spikes.shape
         items, size = groups.shape
@@ -195,6 +219,7 @@ class EventConv2d(nn.Conv2d):
         idx, first, fired = self._lists(entries, items * (nodes * h * w + 1), items)
         lists = (_address(idx), _address(first))
         weights = (_address(self.event_weight), _address(self.event_bias))
+        added = (None, None) if shortcut is None else tuple(map(_address, shortcut))
         k, stride, pad, r = (
             self.kernel_size[0],
             self.stride[0],
@@ -218,7 +243,7 @@ class EventConv2d(nn.Conv2d):
                 return bad
             if self.order == SCATTER:
                 shape = (h, w, *weights, k, stride, self.kernel_channels, r)
-                kernels.spike_scatter(*lists, i0, i1, *shape, _address(out))
+                kernels.spike_scatter(*lists, i0, i1, *shape, _address(out), *added)
             else:
                 shape = (h, w, *weights, k, c, self.kernel_channels, stride, pad, r)
                 kernels.spike_gather(
@@ -231,12 +256,32 @@ class EventConv2d(nn.Conv2d):
                     _address(out),
                     ho,
                     wo,
+                    *added,
                 )
             return 0
 
         if split_over_threads(run, items):
             return None
         return int(fired[:items].sum())
+
+
+def _plus(shortcut: Tensor | None, out: Tensor) -> Tensor:
+    """``shortcut + out`` for ``out [N, ...]`` and ``shortcut [*lead, ...]`` whose leading
+    dims make up N, as ``[N, ...]``; ``out`` without a shortcut."""
+    if shortcut is None:
+        return out
+    lead = shortcut.shape[:-3]
+    return (shortcut + out.unflatten(0, lead)).flatten(0, len(lead) - 1)
+
+
+def _per_image(shortcut: Tensor, images: int) -> tuple[Tensor, Tensor]:
+    """``shortcut [*lead, C, H, W]`` (leading dims making up ``images``, any strides,
+    zero ones of a time-expanded tensor too) and the offset of each image's map from its
+    start, in floats (int64 ``[images]``)."""
+    offsets = torch.zeros((), dtype=torch.int64)
+    for size, stride in zip(shortcut.shape[:-3], shortcut.stride()):
+        offsets = offsets[..., None] + stride * torch.arange(size, dtype=torch.int64)
+    return shortcut, offsets.reshape(images)
 
 
 def step_groups(images: int, steps: int) -> list[Tensor]:
@@ -289,5 +334,9 @@ def use_event_convolutions(model: nn.Module, steps: int = 1) -> int:
         layers[0] = event
         if shuffle:
             layers[1] = nn.Identity()
+        if isinstance(block, SpikingConv):
+            block.shortcut_into_conv = all(
+                isinstance(m, nn.Identity) for m in list(layers)[1:]
+            )
         replaced += 1
     return replaced

@@ -95,11 +95,16 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "spike_index": (I64, [PTR, PTR, I64, I64, I64, I64, I64, PTR, PTR, PTR]),
         "spike_scatter": (
             ctypes.c_int,
-            [PTR, PTR, I64, I64, I64, I64, PTR, PTR, I64, I64, I64, I64, PTR],
+            [PTR, PTR, I64, I64, I64, I64, PTR, PTR, I64, I64, I64, I64, PTR, PTR, PTR],
         ),
         "spike_gather": (
             ctypes.c_int,
-            [PTR, PTR, PTR] + [I64] * 5 + [PTR, PTR] + [I64] * 6 + [PTR, I64, I64],
+            [PTR, PTR, PTR]
+            + [I64] * 5
+            + [PTR, PTR]
+            + [I64] * 6
+            + [PTR, I64, I64]
+            + [PTR, PTR],
         ),
         "lif_steps": (
             I64,

@@ -185,6 +185,17 @@ int64_t spike_index(const float *x, const int64_t *groups, int64_t g, int64_t p0
 
 /* ------------------------------------------------------------------ SCATTER */
 
+/* out = shortcut + out for images b0 <= b < b1 of n floats each, image b's shortcut at
+   shortcut + shortcut_at[b] (a residual path: the sum in the order the model adds it). */
+static void add_shortcut(float *out, const float *shortcut, const int64_t *shortcut_at,
+                         int64_t b0, int64_t b1, int64_t n) {
+    for (int64_t b = b0; b < b1; b++) {
+        float *o = out + b * n;
+        const float *s = shortcut + shortcut_at[b];
+        for (int64_t i = 0; i < n; i++) o[i] = s[i] + o[i];
+    }
+}
+
 /* SCATTER for images b0 <= b < b1, listed by spike_index as groups of one image (groups
    b = image b): wt is [ci][9][2 * LANES], out[b][h][w][2 * LANES]. */
 static void scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t b1,
@@ -224,13 +235,16 @@ static void scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_
 }
 
 /* SCATTER for images b0 <= b < b1 (as spike_index lists them in groups of one) of an
-   h x w map, with wt [ci][9][2 * LANES]; returns SCATTER, NO_ORDER (nothing computed)
-   when spike_order does not choose it. */
+   h x w map, with wt [ci][9][2 * LANES], plus image b's shortcut (laid out like its
+   output) at shortcut + shortcut_at[b] where shortcut is not NULL; returns SCATTER,
+   NO_ORDER (nothing computed) when spike_order does not choose it. */
 int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t b1,
                   int64_t h, int64_t w, const float *wt, const float *bias, int64_t k,
-                  int64_t stride, int64_t co_all, int64_t r, float *out) {
+                  int64_t stride, int64_t co_all, int64_t r, float *out,
+                  const float *shortcut, const int64_t *shortcut_at) {
     if (spike_order(k, stride, co_all, r) != SCATTER) return NO_ORDER;
     scatter(idx, first, b0, b1, h, w, wt, bias, out);
+    if (shortcut) add_shortcut(out, shortcut, shortcut_at, b0, b1, h * w * co_all);
     return SCATTER;
 }
 
@@ -251,13 +265,14 @@ int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t 
    output channels. Output channel o = (i * r + j) * co + c goes to
    out[b][oy * r + i][ox * r + j][c], with co = co_all / r^2: a pixel shuffle by r fused
    in (r = 1: none). For one i, the r * co channels of j = 0 .. r - 1 lie side by side in
-   out, so a chunk may span several j. */
+   out, so a chunk may span several j. Where shortcut is not NULL, image b's output is
+   shortcut[shortcut_at[b] + i] + the sum, for a shortcut laid out like the output. */
 #define DEFINE_GATHER(G, NACC)                                                          \
     static void gather_##G##_##NACC(                                                    \
         const int32_t *idx, const int64_t *first, const int64_t *groups, int64_t p0,    \
         int64_t p1, int64_t h, int64_t w, const float *wt, const float *bias, int64_t k, \
         int64_t ci, int64_t co_all, int64_t stride, int64_t pad, int64_t r, float *out, \
-        int64_t ho, int64_t wo) {                                                       \
+        int64_t ho, int64_t wo, const float *shortcut, const int64_t *shortcut_at) {   \
         enum { NODES = 2 * G - 1 };                                                     \
         const int64_t chunk = NACC * LANES, run = co_all / r;                          \
         for (int64_t c0 = 0; c0 < co_all; c0 += chunk) {                                \
@@ -307,12 +322,18 @@ int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t 
 #define ADD_NODE_ROWS_3(NODE) ADD_NODE_ROWS(3, NODE)
 #define ADD_NODE_ROWS_4(NODE) ADD_NODE_ROWS(4, NODE)
 
-/* Stores image J's NACC output vectors, its path's sum. */
+/* Stores image J's NACC output vectors, its path's sum (after its shortcut). */
 #define STORE_IMAGE(G, NACC, J)                                                         \
     {                                                                                   \
         float *o = out + images[J] * ho * r * wo * run + at_out;                        \
+        const float *s = shortcut ? shortcut + shortcut_at[images[J]] + at_out : NULL;  \
         for (int a = 0; a < NACC; a++) {                                                \
-            const vec sum = PATH_SUM_##G(J, a);                                         \
+            vec sum = PATH_SUM_##G(J, a);                                               \
+            if (s) {                                                                    \
+                vec add;                                                                \
+                memcpy(&add, s + a * LANES, VECTOR_BYTES);                              \
+                sum = add + sum;                                                        \
+            }                                                                           \
             memcpy(o + a * LANES, &sum, VECTOR_BYTES);                                  \
         }                                                                               \
     }
@@ -334,17 +355,18 @@ DEFINE_GATHER(4, 2)
 DEFINE_GATHER(4, 3)
 DEFINE_GATHER(4, 4)
 
-/* GATHER for groups p0 <= p < p1 of g = 2 or 4 images (as spike_index lists them);
-   returns its vectors per chunk, 0 (nothing computed) when the shape or g does not
-   suit. */
+/* GATHER for groups p0 <= p < p1 of g = 2 or 4 images (as spike_index lists them),
+   plus the shortcut where it is not NULL; returns its vectors per chunk, 0 (nothing
+   computed) when the shape or g does not suit. */
 int spike_gather(const int32_t *idx, const int64_t *first, const int64_t *groups,
                  int64_t g, int64_t p0, int64_t p1, int64_t h, int64_t w, const float *wt,
                  const float *bias, int64_t k, int64_t ci, int64_t co_all, int64_t stride,
-                 int64_t pad, int64_t r, float *out, int64_t ho, int64_t wo) {
+                 int64_t pad, int64_t r, float *out, int64_t ho, int64_t wo,
+                 const float *shortcut, const int64_t *shortcut_at) {
 #define CASE(G, N)                                                                      \
     case 10 * G + N:                                                                    \
         gather_##G##_##N(idx, first, groups, p0, p1, h, w, wt, bias, k, ci, co_all,     \
-                         stride, pad, r, out, ho, wo);                                  \
+                         stride, pad, r, out, ho, wo, shortcut, shortcut_at);           \
         return N;
     switch (10 * g + spike_chunk_vectors(co_all / r)) {
         CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)

@@ -34,7 +34,12 @@ from shared.config import load_config
 from shared.errors import ControlError, DataError
 from shared.evaluation import evaluate
 from shared.link.control import ControlClient
-from shared.link.launcher import LinkRun, endpoint_overrides, run_link
+from shared.link.launcher import (
+    LinkRun,
+    endpoint_overrides,
+    ephemeral_ports,
+    run_link,
+)
 from shared.link.messages import (
     EndOfStream,
     Heartbeat,
@@ -187,6 +192,33 @@ def test_setup_settings_hold_from_the_first_frame(
     assert result.status == 0
     snrs = [r["snr_db"] for r in sorted(read_frames(tmp_path), key=lambda r: r["seq"])]
     assert snrs == [-5.0, -5.0, -5.0, 0.0, 0.0, 0.0]
+
+
+def test_link_ports_are_distinct_and_outside_the_ephemeral_range(
+    tmp_path: Path,
+) -> None:
+    """A process that connects before its peer binds takes source ports from the
+    ephemeral range; a listening port there could be taken first (the bind then fails)."""
+    ephemeral = ephemeral_ports()
+    for _ in range(20):
+        ports = [int(o.rsplit(":", 1)[1]) for o in endpoint_overrides("tcp", tmp_path)]
+        assert len(set(ports)) == 4
+        assert not any(port in ephemeral for port in ports)
+
+
+def test_a_run_that_failed_leaves_no_process_behind(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """A run closed without waiting for it (a controller that raised, a failed test)
+    stops its children first."""
+    cfg = link_config(tmp_path, tiny_checkpoint, *endpoint_overrides("tcp", tmp_path))
+    run = LinkRun(cfg, quiet=True)
+    try:
+        run.start()
+    finally:
+        run.close()
+    assert set(run.children) == {"rx", "ch", "tx"}
+    assert all(proc.poll() is not None for proc in run.children.values())
 
 
 def test_failed_setup_stops_the_run_before_the_transmitter(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Config, config_from_dict, dump_config
-from shared.errors import SpikeLinkError
+from shared.errors import LinkError, SpikeLinkError
 from shared.link.control import ControlClient
 from shared.link.security import link_keys
 
@@ -36,18 +37,48 @@ STOP_GRACE_S = 10.0
 POLL_S = 0.2
 
 
-def free_tcp_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: The kernel's range of source ports for outgoing connections (Linux).
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: Linux's default range, where the file cannot be read.
+DEFAULT_EPHEMERAL = range(32768, 61000)
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out as source ports of outgoing connections."""
+    try:
+        low, high = map(int, EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL
+    return range(low, high + 1)
+
+
+def free_tcp_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port that was free on 127.0.0.1 a moment ago, outside ``avoid`` and the kernel's
+    ephemeral range: a link process that connects before its peer has bound (libzmq
+    retries until it has) takes its source ports from that range, and could take the
+    very port the peer is about to bind, which then fails."""
+    ephemeral, pick = ephemeral_ports(), random.SystemRandom()
+    for _ in range(1000):
+        port = pick.randrange(1024, 65536)
+        if port in ephemeral or port in avoid:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise LinkError("no free TCP port on 127.0.0.1 outside the ephemeral range")
 
 
 def endpoint_overrides(transport: str, folder: Path) -> list[str]:
     names = ("channel_in", "channel_out", "channel_control", "reference")
     if transport == "ipc":
         return [f"link.{n}=ipc://{folder / n}" for n in names]
-    return [f"link.{n}=tcp://127.0.0.1:{free_tcp_port()}" for n in names]
+    ports: list[int] = []
+    for _ in names:
+        ports.append(free_tcp_port(frozenset(ports)))
+    return [f"link.{n}=tcp://127.0.0.1:{port}" for n, port in zip(names, ports)]
 
 
 @dataclass
@@ -209,6 +240,9 @@ class LinkRun:
         return 0 if all(p.returncode == 0 for p in self.children.values()) else 1
 
     def close(self) -> None:
+        """Stop any child still running (a run that ended in an error), then end the
+        relays of their output and close the log."""
+        self.stop()
         for thread in self.threads:
             thread.join(timeout=5)
         for proc in [*self.replaced, *self.children.values()]:

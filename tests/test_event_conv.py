@@ -153,8 +153,10 @@ def test_an_input_that_is_not_spikes_gets_the_dense_convolution() -> None:
     conv = conv_with_bias(16, 32, 1, seed=3)
     event = EventConv2d.from_conv(conv)
     x = spikes((2, 16, 6, 6), 0.3, seed=4) * 0.5
+    shortcut = torch.randn(2, 32, 6, 6).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(event(x), conv(x))
+        torch.testing.assert_close(event(x, shortcut=shortcut), shortcut + conv(x))
     with torch.enable_grad():
         assert event(x).requires_grad  # training takes the dense (autograd) path
 

@@ -157,6 +157,8 @@ class EventConv2d(nn.Conv2d):
             return _plus(shortcut, self._dense(x))
         fused = _per_image(shortcut, x.shape[0]) if self._fits(shortcut) else None
         out = self._events(x, fused)
+        if out is None:  # not a spike map
+            return _plus(shortcut, self._dense(x))
         return out if fused is not None else _plus(shortcut, out)
 
     def _fits(self, shortcut: Tensor | None) -> bool:
@@ -171,15 +173,18 @@ class EventConv2d(nn.Conv2d):
             and shortcut.stride()[-3:] == (1, w * c, c)
         )
 
-    def _events(self, x: Tensor, shortcut: tuple[Tensor, Tensor] | None) -> Tensor:
+    def _geometry(self) -> tuple[int, int, int, int]:
+        """Kernel size, stride, padding and shuffle factor."""
+        return self.kernel_size[0], self.stride[0], self.padding[0], self.upscale
+
+    def _events(
+        self, x: Tensor, shortcut: tuple[Tensor, Tensor] | None
+    ) -> Tensor | None:
+        """The event-driven convolution of ``x`` (plus ``shortcut``, a tensor and each
+        image's offset into it, where given); None where ``x`` is not a spike map."""
         spikes = x.permute(0, 2, 3, 1).contiguous()
         n, h, w, c = spikes.shape
-        k, stride, pad, r = (
-            self.kernel_size[0],
-            self.stride[0],
-            self.padding[0],
-            self.upscale,
-        )
+        k, stride, pad, r = self._geometry()
         ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
         out = torch.empty(n, ho * r, wo * r, self.kernel_channels // r**2)
         if self.order == SCATTER:
@@ -190,7 +195,7 @@ class EventConv2d(nn.Conv2d):
         for group in groups:
             fired = self._run_groups(spikes, group, out, ho, wo, shortcut)
             if fired is None:
-                return self._dense(x)
+                return None
             events += fired
         self.input_events = events
         if self.kernel_channels > self.out_channels:
@@ -220,12 +225,7 @@ class EventConv2d(nn.Conv2d):
         lists = (_address(idx), _address(first))
         weights = (_address(self.event_weight), _address(self.event_bias))
         added = (None, None) if shortcut is None else tuple(map(_address, shortcut))
-        k, stride, pad, r = (
-            self.kernel_size[0],
-            self.stride[0],
-            self.padding[0],
-            self.upscale,
-        )
+        k, stride, pad, r = self._geometry()
 
         def run(i0: int, i1: int) -> int:
             bad = kernels.spike_index(

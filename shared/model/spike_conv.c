@@ -273,7 +273,7 @@ int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t 
         int64_t p1, int64_t h, int64_t w, const float *wt, const float *bias, int64_t k, \
         int64_t ci, int64_t co_all, int64_t stride, int64_t pad, int64_t r, float *out, \
         int64_t ho, int64_t wo, const float *shortcut, const int64_t *shortcut_at) {   \
-        enum { NODES = 2 * G - 1 };                                                     \
+        enum { NODES = 2 * G - 1, VECTORS = NACC };                                     \
         const int64_t chunk = NACC * LANES, run = co_all / r;                          \
         for (int64_t c0 = 0; c0 < co_all; c0 += chunk) {                                \
             const float *w_chunk = wt + c0 * k * k * ci;                                \
@@ -297,37 +297,34 @@ int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t 
                                 if (ix < 0 || ix >= w) continue;                        \
                                 const int64_t *at = f + NODES * (iy * w + ix);          \
                                 const float *w_tap = w_chunk + (ky * k + kx) * ci * chunk; \
-                                FOR_NODES_##G(ADD_NODE_ROWS_##NACC)                     \
+                                FOR_NODES_##G(ADD_NODE_ROWS)                            \
                             }                                                           \
                         }                                                               \
                         const int64_t at_out = ((oy * r + i) * wo + ox) * run + offset; \
-                        FOR_IMAGES_##G(STORE_IMAGE_##G##_##NACC)                        \
+                        FOR_IMAGES_##G(STORE_IMAGE_##G)                                 \
                     }                                                                   \
             }                                                                           \
         }                                                                               \
     }
 
-/* Adds the rows of node NODE's list at this tap to its NACC accumulators. */
-#define ADD_NODE_ROWS(NACC, NODE)                                                       \
+/* Adds the rows of node NODE's list at this tap to its VECTORS accumulators. */
+#define ADD_NODE_ROWS(NODE)                                                             \
     for (int64_t n = at[NODE]; n < at[NODE + 1]; n++) {                                 \
         const float *row = w_tap + (int64_t)idx[n] * chunk;                             \
-        for (int a = 0; a < NACC; a++) {                                                \
+        for (int a = 0; a < VECTORS; a++) {                                             \
             vec v;                                                                      \
             memcpy(&v, row + a * LANES, VECTOR_BYTES);                                  \
             acc[NODE][a] += v;                                                          \
         }                                                                               \
     }
-#define ADD_NODE_ROWS_1(NODE) ADD_NODE_ROWS(1, NODE)
-#define ADD_NODE_ROWS_2(NODE) ADD_NODE_ROWS(2, NODE)
-#define ADD_NODE_ROWS_3(NODE) ADD_NODE_ROWS(3, NODE)
-#define ADD_NODE_ROWS_4(NODE) ADD_NODE_ROWS(4, NODE)
 
-/* Stores image J's NACC output vectors, its path's sum (after its shortcut). */
-#define STORE_IMAGE(G, NACC, J)                                                         \
+/* Stores image J's VECTORS output vectors, its path's sum in a group of G (after its
+   shortcut). */
+#define STORE_IMAGE(G, J)                                                               \
     {                                                                                   \
         float *o = out + images[J] * ho * r * wo * run + at_out;                        \
         const float *s = shortcut ? shortcut + shortcut_at[images[J]] + at_out : NULL;  \
-        for (int a = 0; a < NACC; a++) {                                                \
+        for (int a = 0; a < VECTORS; a++) {                                             \
             vec sum = PATH_SUM_##G(J, a);                                               \
             if (s) {                                                                    \
                 vec add;                                                                \
@@ -337,14 +334,8 @@ int spike_scatter(const int32_t *idx, const int64_t *first, int64_t b0, int64_t 
             memcpy(o + a * LANES, &sum, VECTOR_BYTES);                                  \
         }                                                                               \
     }
-#define STORE_IMAGE_2_1(J) STORE_IMAGE(2, 1, J)
-#define STORE_IMAGE_2_2(J) STORE_IMAGE(2, 2, J)
-#define STORE_IMAGE_2_3(J) STORE_IMAGE(2, 3, J)
-#define STORE_IMAGE_2_4(J) STORE_IMAGE(2, 4, J)
-#define STORE_IMAGE_4_1(J) STORE_IMAGE(4, 1, J)
-#define STORE_IMAGE_4_2(J) STORE_IMAGE(4, 2, J)
-#define STORE_IMAGE_4_3(J) STORE_IMAGE(4, 3, J)
-#define STORE_IMAGE_4_4(J) STORE_IMAGE(4, 4, J)
+#define STORE_IMAGE_2(J) STORE_IMAGE(2, J)
+#define STORE_IMAGE_4(J) STORE_IMAGE(4, J)
 
 DEFINE_GATHER(2, 1)
 DEFINE_GATHER(2, 2)

@@ -305,15 +305,21 @@ def _train_with_a_failing_rank(rank: int, port: int, out_dir: str) -> None:
         outcome = str(exc)
     finally:
         teardown(runtime)
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(outcome))
+    record = {"outcome": outcome, "gloo_threads": _gloo_threads_left()}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
 
 
 def test_a_failing_rank_stops_every_rank_without_a_hang(tmp_path: Path) -> None:
     """Rank 1 fails before its backward pass, where rank 0 would wait for its gradients:
-    both ranks end with an error, and neither waits for the other."""
-    outcomes = _on_two_ranks(_train_with_a_failing_rank, tmp_path, timeout_s=120)
-    assert "another rank stopped with an error" in outcomes[0]
-    assert "non-finite loss" in outcomes[1] and "step 2" in outcomes[1]
+    both ranks end with an error, neither waits for the other, and teardown ends the
+    gloo threads of both (the failed rank's model, held by its exception's traceback,
+    kept them alive into interpreter shutdown, where they could abort it)."""
+    records = _on_two_ranks(_train_with_a_failing_rank, tmp_path, timeout_s=120)
+    assert "another rank stopped with an error" in records[0]["outcome"]
+    assert (
+        "non-finite loss" in records[1]["outcome"] and "step 2" in records[1]["outcome"]
+    )
+    assert [record["gloo_threads"] for record in records] == [0, 0]
 
 
 THREADS = Path("/proc/self/task")
@@ -330,6 +336,15 @@ def _gloo_threads() -> int:
     return count
 
 
+def _gloo_threads_left(wait_s: float = 10) -> int:
+    """Gloo threads of this process still there ``wait_s`` seconds after teardown (0 as
+    soon as none is)."""
+    deadline = time.monotonic() + wait_s
+    while _gloo_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _gloo_threads()
+
+
 def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
     """One rank of a two-process DDP step; records the gloo threads left after teardown."""
     os.environ.update(
@@ -341,10 +356,7 @@ def _gloo_threads_after_teardown(rank: int, port: int, out_dir: str) -> None:
     any_rank(runtime, False)
     del net
     teardown(runtime)
-    deadline = time.monotonic() + 10
-    while _gloo_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(_gloo_threads()))
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(_gloo_threads_left()))
 
 
 @pytest.mark.skipif(not THREADS.is_dir(), reason="needs Linux /proc")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ def together(runtime: Runtime, phase: Callable[[], T]) -> T:
 
 
 def teardown(runtime: Runtime) -> None:
-    """Leave the process group; its gloo or NCCL threads end here, not at interpreter exit."""
+    """Leave the process group; its gloo or NCCL threads end here, not at interpreter exit.
+
+    A rank that stopped with an error can still hold its DDP model through reference
+    cycles (the exception's traceback holds the frames that hold the model); the model's
+    reducer keeps the group and its threads alive until those cycles are collected, so
+    they are collected first.
+    """
     if runtime.ddp and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from shared.data.frames import Frame
 from shared.data.pairs import find_pairs
 from shared.errors import CheckpointError, TrainingError
 from shared.evaluation import evaluate
+from shared.link.launcher import free_tcp_port
 from shared.model.checkpoint import load_checkpoint, load_model
 from shared.model.inference import fast_bfloat16
 from shared.model.registry import build_model
@@ -240,9 +240,7 @@ def _on_two_ranks(
     """Run ``rank_main(rank, port, out_dir)`` in two spawned processes on a free local
     port; returns what each rank wrote to ``out_dir/rank<r>.json``, by rank. Ranks still
     running after ``timeout_s`` are killed and the test fails: they hung."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_tcp_port()
     ranks = torch.multiprocessing.start_processes(
         rank_main, args=(port, str(out_dir)), nprocs=2, join=False
     )

@@ -17,11 +17,18 @@ evaluation crop), and writes to ``--out``: ``snn.pt``, ``cnn.pt`` (the trained w
 15 MB each), ``campaign.json`` (timings, speeds, steps, PSNR before and after) and the
 logs. Bundle a model only if it beats the bundled one on the validation split.
 
+``bench`` (there): installs the wheels and runs ``spikelink bench`` on the device's GPU
+(``--device cuda``; the link's transmitter and receiver on it too), killed at the
+deadline; writes ``bench_cuda/bench.json``, ``bench.log`` (each timing row as it is
+measured, so a run cut short keeps what it measured) and ``bench_run.json`` (install and
+bench times, exit status) into ``--out``.
+
 Usage::
 
     python scripts/gpu_campaign.py prepare --root ../shared/data
     # then, with the device tool: carry [".gpu"], command as printed, e.g.
     python3 scripts/gpu_campaign.py run --pack .gpu --deadline-s 480 --out $OUT
+    python3 scripts/gpu_campaign.py bench --pack .gpu --deadline-s 420 --out $OUT
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -130,10 +138,12 @@ def prepare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(
-        "device command (carry ['.gpu']): PYTHONUNBUFFERED=1 python3 "
-        f"scripts/gpu_campaign.py run --pack {args.pack} --deadline-s 480 --out $OUT"
-    )
+    for job, deadline in (("run", 480), ("bench", 420)):
+        print(
+            f"device command, {job} (carry ['{args.pack}']): PYTHONUNBUFFERED=1 python3 "
+            f"scripts/gpu_campaign.py {job} --pack {args.pack} --deadline-s {deadline} "
+            "--out $OUT"
+        )
     return 0
 
 
@@ -280,6 +290,59 @@ def run(args: argparse.Namespace) -> int:
     return trained.returncode
 
 
+# ------------------------------------------------------------------ bench
+
+
+def bench(args: argparse.Namespace) -> int:
+    start = time.monotonic()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = install_wheels(REPO / args.pack / "wheels", Path(args.site))
+    record: dict[str, object] = {"install_s": time.monotonic() - start}
+    extra = [a for a in args.bench_args if a != "--"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "bench",
+        "--device",
+        args.device,
+        "--out",
+        str(out / f"bench_{args.device}"),
+        *extra,
+    ]
+    left_s = args.deadline_s - (time.monotonic() - start)
+    t_bench = time.monotonic()
+    with open(out / "bench.log", "w") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        job = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        record["session"] = job.pid  # the bench's process group and session
+        try:
+            status = job.wait(timeout=max(left_s, 1.0))
+            record["timed_out"] = False
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)  # the bench and the link it started
+            job.wait()
+            status, record["timed_out"] = 124, True
+    record.update(
+        bench_s=time.monotonic() - t_bench,
+        returncode=status,
+        command=shlex.join(cmd),
+        total_s=time.monotonic() - start,
+    )
+    (out / "bench_run.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -319,8 +382,22 @@ def main(argv: list[str] | None = None) -> int:
         "--eval-s", type=float, default=40.0, help="seconds kept for the evaluation"
     )
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    b = commands.add_parser("bench", help="spikelink bench on the device's GPU")
+    b.add_argument("--pack", default=".gpu")
+    b.add_argument("--out", required=True, help="folder for bench_<device>/, the log")
+    b.add_argument("--site", default="/tmp/site", help="where the wheels are installed")
+    b.add_argument("--device", default="cuda", choices=("cuda", "cpu", "auto"))
+    b.add_argument(
+        "--deadline-s", type=float, default=420.0, help="install and bench end by then"
+    )
+    b.add_argument(
+        "bench_args",
+        nargs=argparse.REMAINDER,
+        help="after --: options of spikelink bench (e.g. -- --repeats 3)",
+    )
     args = parser.parse_args(argv)
-    return prepare(args) if args.command == "prepare" else run(args)
+    jobs = {"prepare": prepare, "run": run, "bench": bench}
+    return jobs[args.command](args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLES, calibrated_tiny, write_image
+from conftest import REPO, SAMPLES, calibrated_tiny, wait_until, write_image
 from PIL import Image
 
 from shared.config import DataConfig
@@ -186,6 +186,86 @@ def test_the_gpu_campaign_trains_evaluates_and_times_in_one_command(
             psnr = result["eval"][f"{name}_{which}"]["10 dB"]["psnr"]
             assert 5 < psnr < 60
     assert result["timings"]["total_s"] < 120
+
+
+def _campaign_bench(tmp_path: Path, model: Path, twin: Path, *extra: str):
+    out = tmp_path / "out"
+    done = _script(
+        "gpu_campaign.py",
+        "bench",
+        "--pack",
+        str(tmp_path / "pack"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+        "--",
+        "--model",
+        str(model),
+        "--twin",
+        str(twin),
+        "--frames",
+        "1",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--batch-study",
+        "0",
+        "--link-repeat",
+        "1",
+    )
+    return done, out, json.loads((out / "bench_run.json").read_text())
+
+
+def test_the_lease_bench_writes_bench_json_and_its_log(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """The lease's bench command, here on the CPU: bench.json, each timing row in the
+    log as it was measured, and the run's record."""
+    twin = calibrated_tiny(tmp_path / "twin", "model.kind=cnn")
+    done, out, record = _campaign_bench(tmp_path, tiny_checkpoint, twin)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((out / "bench_cpu" / "bench.json").read_text())
+    assert report["device"] == "cpu" and report["link_fps"] > 0
+    rows = [
+        json.loads(line)
+        for line in (out / "bench.log").read_text().splitlines()
+        if line.startswith('{"system"')
+    ]
+    assert len(rows) == len(report["timings"]) == 4
+    assert record["returncode"] == 0 and not record["timed_out"]
+
+
+def _in_session(session: int) -> list[int]:
+    """Processes of ``session`` still alive (field 6 of /proc/PID/stat)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_the_lease_bench_stops_at_its_deadline_and_says_so(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    """Cut short (here in its timing rows or its link), the bench and every process it
+    started end: the lease's command must return before the device's own limit."""
+    twin = calibrated_tiny(tmp_path / "twin", "model.kind=cnn")
+    done, out, record = _campaign_bench(
+        tmp_path, tiny_checkpoint, twin, "--deadline-s", "6"
+    )
+    assert done.returncode == 124 and record["timed_out"]
+    assert not (out / "bench_cpu" / "bench.json").exists()
+    assert (out / "bench.log").read_text().startswith(sys.executable)
+    wait_until(  # a killed child can take a moment to exit
+        lambda: _in_session(record["session"]) == [], 10, "the bench's processes to end"
+    )
 
 
 def test_bench_lif_times_the_native_kernel_and_the_torch_passes() -> None:
